@@ -1,0 +1,16 @@
+//! `uvrs._uvrs`: the native module of uvrs, an asyncio event loop on libuv.
+//! This file only registers classes; see docs/architecture.md for the map.
+
+use pyo3::prelude::*;
+
+mod r#loop;
+pub mod uv;
+
+#[pymodule]
+fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    r#loop::core::register(m)?;
+    m.add_function(wrap_pyfunction!(r#loop::handles::_set_handle_types, m)?)?;
+    let (major, minor, patch) = uv::version();
+    m.add("LIBUV_VERSION", format!("{major}.{minor}.{patch}"))?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The few raw CPython C-API operations the core needs beyond PyO3's safe API:
+//! direct slot access on asyncio's Handle objects, context-bound vectorcall,
+//! and the monotonic clock. Each `unsafe` states its invariant.
+
+use std::os::raw::c_int;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyTuple, PyType};
+
+/// Byte offset of a `__slots__` member in instances of a Python class, read
+/// from its member descriptor (e.g. `asyncio.Handle._callback`).
+pub fn slot_offset(cls: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
+    let descr = cls.getattr(name)?;
+    let tname = descr.get_type().name()?.to_string();
+    if tname != "member_descriptor" {
+        return Err(PyTypeError::new_err(format!(
+            "{}.{} is not a slot ({tname})",
+            cls.name()?,
+            name
+        )));
+    }
+    // SAFETY: descr is a member_descriptor (checked above), whose C layout is
+    // PyMemberDescrObject on every supported CPython; d_member points to the
+    // type's static PyMemberDef, whose third field is the offset on all
+    // versions (older PyO3 declares the field as PyGetSetDef, so cast).
+    let off = unsafe {
+        let d = descr.as_ptr() as *mut ffi::PyMemberDescrObject;
+        let m = (*d).d_member as *const ffi::PyMemberDef;
+        (*m).offset
+    };
+    Ok(off as isize)
+}
+
+/// Borrowed pointer to a slot value (may be null if never set).
+///
+/// # Safety
+/// `obj` must be a live instance of a class that has a slot at `off`.
+#[inline]
+pub unsafe fn slot_get(obj: *mut ffi::PyObject, off: isize) -> *mut ffi::PyObject {
+    // SAFETY: per the contract, obj+off is a PyObject* slot inside obj.
+    unsafe { *((obj as *mut u8).offset(off) as *mut *mut ffi::PyObject) }
+}
+
+/// Store a new strong reference in a slot, releasing the old one.
+///
+/// # Safety
+/// As for `slot_get`; `val` must be a valid object (a new reference is taken).
+#[inline]
+pub unsafe fn slot_set(obj: *mut ffi::PyObject, off: isize, val: *mut ffi::PyObject) {
+    // SAFETY: per the contract the slot exists; we incref before storing and
+    // decref the previous value after, as CPython's member setter does.
+    unsafe {
+        let p = (obj as *mut u8).offset(off) as *mut *mut ffi::PyObject;
+        ffi::Py_INCREF(val);
+        let old = *p;
+        *p = val;
+        ffi::Py_XDECREF(old);
+    }
+}
+
+/// Allocate an instance of `cls` without running `__init__` (`cls.__new__`
+/// semantics for a class whose instances are plain slot holders).
+pub fn alloc_instance<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    // SAFETY: cls is a live heap type; tp_alloc is always set for such types
+    // (PyType_GenericAlloc), returns a new zero-filled reference or null with
+    // an exception set.
+    unsafe {
+        let tp = cls.as_ptr() as *mut ffi::PyTypeObject;
+        let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+        let obj = alloc(tp, 0);
+        Bound::from_owned_ptr_or_err(py, obj)
+    }
+}
+
+/// Call `cb(*args)` inside `ctx` (a `contextvars.Context`), the way
+/// `ctx.run(cb, *args)` does, without building an argument tuple.
+/// Returns the result, or the raised exception.
+pub fn call_in_context<'py>(
+    py: Python<'py>,
+    ctx: *mut ffi::PyObject,
+    cb: *mut ffi::PyObject,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: ctx, cb and args are live objects kept alive by the caller's
+    // handle for the duration of the call; args is a tuple, so its item array
+    // holds PyTuple_GET_SIZE valid pointers; enter/exit are paired.
+    unsafe {
+        if ffi::PyContext_Enter(ctx) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let tup = args.as_ptr() as *mut ffi::PyTupleObject;
+        let n = ffi::PyTuple_GET_SIZE(args.as_ptr()) as usize;
+        let res = ffi::PyObject_Vectorcall(cb, (*tup).ob_item.as_ptr(), n, std::ptr::null_mut());
+        let res = Bound::from_owned_ptr_or_err(py, res);
+        if ffi::PyContext_Exit(ctx) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        res
+    }
+}
+
+/// `callable(obj)`.
+#[inline]
+pub fn is_callable(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: obj is a live object; PyCallable_Check has no other precondition.
+    unsafe { ffi::PyCallable_Check(obj.as_ptr()) != 0 }
+}
+
+/// The code flags of a plain Python function, and whether its `__dict__` is
+/// non-empty (markers such as `_is_coroutine` live there).
+pub fn function_flags(f: &Bound<'_, PyAny>) -> Option<(c_int, bool)> {
+    // SAFETY: PyFunction_Check is a type check on a live object.
+    if unsafe { ffi::PyFunction_Check(f.as_ptr()) } == 0 {
+        return None;
+    }
+    // SAFETY: f is a PyFunctionObject (checked); func_dict is null or a dict.
+    let has_dict = unsafe {
+        let fo = f.as_ptr() as *mut ffi::PyFunctionObject;
+        let d = (*fo).func_dict;
+        !d.is_null() && ffi::PyDict_Size(d) > 0
+    };
+    let code = f.getattr(pyo3::intern!(f.py(), "__code__")).ok()?;
+    let flags: c_int = code.getattr(pyo3::intern!(f.py(), "co_flags")).ok()?.extract().ok()?;
+    Some((flags, has_dict))
+}
+
+/// If `m` is a bound method (`types.MethodType`), its `__func__`.
+pub fn method_function<'py>(m: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    let py = m.py();
+    static METHOD_TYPE: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let mt = METHOD_TYPE
+        .get_or_try_init(py, || py.import("types")?.getattr("MethodType").map(Bound::unbind))
+        .ok()?;
+    if !m.get_type().is(mt.bind(py)) {
+        return None;
+    }
+    m.getattr(pyo3::intern!(py, "__func__")).ok()
+}
+
+/// Whether `obj` is a builtin function or bound C method (never a coroutine
+/// function).
+#[inline]
+pub fn is_builtin_callable(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: type checks on a live object.
+    unsafe { ffi::PyCFunction_Check(obj.as_ptr()) != 0 }
+}
+
+/// The identifier of the calling OS thread, as `threading.get_ident()`.
+#[inline]
+pub fn thread_ident() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { ffi::PyThread_get_thread_ident() as u64 }
+}
+
+/// `PyErr_CheckSignals()`: run pending Python signal handlers on the main
+/// thread; an exception they raise (KeyboardInterrupt) is returned.
+pub fn check_signals(py: Python<'_>) -> PyResult<()> {
+    // SAFETY: called with the GIL held (py token).
+    if unsafe { ffi::PyErr_CheckSignals() } < 0 {
+        Err(PyErr::fetch(py))
+    } else {
+        Ok(())
+    }
+}
+
+/// Copy of the current `contextvars` context (`contextvars.copy_context()`).
+pub fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: GIL held; returns a new reference or null with an exception.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
+}
+
+/// `time.monotonic()` as a float, read without calling into Python where the
+/// platform's libuv clock is the same clock (CLOCK_MONOTONIC on Linux,
+/// mach_absolute_time on macOS).
+#[cfg(unix)]
+pub fn monotonic(_py: Python<'_>) -> PyResult<f64> {
+    Ok(crate::uv::hrtime() as f64 * 1e-9)
+}
+
+/// On Windows, CPython's monotonic clock differs between versions
+/// (GetTickCount64 before 3.13), so ask it.
+#[cfg(windows)]
+pub fn monotonic(py: Python<'_>) -> PyResult<f64> {
+    static MONOTONIC: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let f = MONOTONIC.get_or_try_init(py, || {
+        py.import("time")?.getattr("monotonic").map(Bound::unbind)
+    })?;
+    f.bind(py).call0()?.extract()
+}
+
+/// `callable(*positional, **dict(zip(kwnames, kwvalues)))` through vectorcall,
+/// without building a tuple or a dict.
+pub fn call_kw<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: &[*mut ffi::PyObject],
+    kwnames: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let nkw = kwnames.len();
+    debug_assert!(args.len() >= nkw);
+    // SAFETY: args holds live borrowed references owned by the caller for the
+    // duration of the call; the last nkw of them are the keyword values named
+    // by kwnames (a tuple of str), as the vectorcall protocol requires.
+    unsafe {
+        let res = ffi::PyObject_Vectorcall(
+            callable.as_ptr(),
+            args.as_ptr(),
+            args.len() - nkw,
+            kwnames.as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(py, res)
+    }
+}

@@ -1,0 +1,901 @@
+//! `LoopCore`: the native half of `uvrs.Loop`.
+//!
+//! How an iteration maps onto libuv (see libuv's design.rst for the phases):
+//!
+//! * `call_soon` appends a handle to the ready queue; nothing touches libuv.
+//! * The check handle runs after every poll. It moves due timers to the ready
+//!   queue and runs exactly the handles that were queued at that moment, as
+//!   asyncio's `_run_once` does; handles queued meanwhile run next iteration.
+//! * Afterwards, if handles are still queued (or `stop()` was called), the idle
+//!   handle is started so the next poll does not block; otherwise the one libuv
+//!   timer is armed for the earliest Python timer, rounded up to a whole
+//!   millisecond so it never fires early (an early wake finds nothing due and
+//!   re-arms).
+//! * The prepare handle releases the GIL when the poll is about to block; the
+//!   first callback after the poll takes it back (`gil.rs`).
+//! * `call_soon_threadsafe` from another thread queues under the lock and wakes
+//!   the poll with the async handle.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use super::callback_check::check_callback;
+use super::capi;
+use super::gil::SavedThread;
+use super::handles::{self, HandleTypes};
+use super::timers::TimerHeap;
+use crate::uv;
+
+/// Longest single libuv timer arm (asyncio's MAXIMUM_SELECT_TIMEOUT, 24 h).
+const MAX_TIMER_MS: u64 = 24 * 3600 * 1000;
+
+/// Python objects waiting to run.
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<Py<PyAny>>,
+    /// An empty deque kept to swap with `ready`, so batches reuse capacity.
+    spare: VecDeque<Py<PyAny>>,
+    timers: TimerHeap<Py<PyAny>>,
+}
+
+/// The libuv handles of one loop. Dropping them closes them.
+struct UvHandles {
+    timer: uv::Timer,
+    idle: uv::Idle,
+    /// Kept for its lifetime: dropping it closes it.
+    _check: uv::Check,
+    /// Kept for its lifetime: dropping it closes it.
+    _prepare: uv::Prepare,
+    wake: uv::Async,
+    wakeup_fd: Option<uv::Poll>,
+}
+
+/// Shared state of a loop; libuv callbacks reach it through a `Weak`.
+///
+/// Locking rule: `q` and `uv_handles` are never held at the same time, and no
+/// Python code runs (no call, no allocation of Python objects, no decref that
+/// could free one) while either is held.
+struct State {
+    /// Declared before `uv` so the handles close before the loop is freed.
+    uv_handles: Mutex<Option<UvHandles>>,
+    uv: uv::Loop,
+    q: Mutex<Queue>,
+    gil: SavedThread,
+    running: AtomicBool,
+    stopping: AtomicBool,
+    /// Whether the idle handle is started (the next poll will not block).
+    idle_on: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    /// `threading.get_ident()` of the thread running the loop, 0 when idle.
+    thread_id: AtomicU64,
+    /// The exception that stopped the loop (KeyboardInterrupt, SystemExit...).
+    pending: Mutex<Option<PyErr>>,
+    /// Borrowed pointer to the Python loop object while `_run_native` runs.
+    pyself: AtomicPtr<ffi::PyObject>,
+    clock_resolution: f64,
+    py_minor: u8,
+}
+
+static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static KW_LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+
+fn cached<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))
+        .map(|v| v.bind(py))
+}
+
+fn kw_loop(py: Python<'_>) -> &Bound<'_, PyTuple> {
+    KW_LOOP
+        .get_or_init(py, || PyTuple::new(py, ["loop"]).expect("tuple").unbind())
+        .bind(py)
+}
+
+fn closed_error() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+fn must_leave_loop(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
+}
+
+impl State {
+    fn new(py: Python<'_>) -> PyResult<Arc<State>> {
+        let uv = uv::Loop::new().map_err(uv_err)?;
+        let clock_resolution: f64 = py
+            .import("time")?
+            .call_method1("get_clock_info", ("monotonic",))?
+            .getattr("resolution")?
+            .extract()?;
+        let st = Arc::new(State {
+            uv_handles: Mutex::new(None),
+            uv,
+            q: Mutex::new(Queue::default()),
+            gil: SavedThread::new(),
+            running: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            idle_on: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            thread_id: AtomicU64::new(0),
+            pending: Mutex::new(None),
+            pyself: AtomicPtr::new(std::ptr::null_mut()),
+            clock_resolution,
+            py_minor: py.version_info().minor,
+        });
+        let hs = UvHandles::new(&st.uv, Arc::downgrade(&st)).map_err(uv_err)?;
+        *st.uv_handles.lock() = Some(hs);
+        Ok(st)
+    }
+
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(closed_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// asyncio's `_check_thread` (debug mode only).
+    fn check_thread(&self) -> PyResult<()> {
+        let tid = self.thread_id.load(Ordering::Relaxed);
+        if tid != 0 && tid != capi::thread_ident() {
+            return Err(PyRuntimeError::new_err(
+                "Non-thread-safe operation invoked on an event loop other than the current one",
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        self.thread_id.load(Ordering::Relaxed) == capi::thread_ident()
+    }
+
+    fn wake(&self) {
+        if let Some(h) = self.uv_handles.lock().as_ref() {
+            h.wake.send();
+        }
+    }
+
+    /// Stop the loop with an exception that must leave `run_forever`.
+    fn fail(&self, e: PyErr) {
+        let mut p = self.pending.lock();
+        if p.is_none() {
+            *p = Some(e);
+        }
+        drop(p);
+        self.uv.stop();
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.lock().is_some()
+    }
+
+    fn pyself<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let p = self.pyself.load(Ordering::Relaxed);
+        if p.is_null() {
+            None
+        } else {
+            // SAFETY: pyself is set only for the duration of `_run_native`,
+            // whose caller holds a strong reference to the loop object.
+            Some(unsafe { Bound::from_borrowed_ptr(py, p) })
+        }
+    }
+
+    // ---- libuv callbacks -------------------------------------------------
+
+    /// uv_prepare: about to poll. Release the GIL unless the poll is known
+    /// not to block (the idle handle is started exactly when work is queued).
+    /// `uv_backend_timeout()` cannot decide this: it answers 0 whenever fd
+    /// watchers are waiting to be registered, even if the poll then blocks.
+    fn on_prepare(&self) {
+        if !self.idle_on.load(Ordering::Relaxed) {
+            self.gil.release();
+        }
+    }
+
+    /// uv_timer: the earliest Python timer may be due. Make sure the poll does
+    /// not block, so the check phase runs at once and looks.
+    fn on_timer(&self) {
+        if let Some(h) = self.uv_handles.lock().as_ref() {
+            h.idle.start();
+            self.idle_on.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// uv_check: one asyncio iteration's worth of callbacks.
+    fn on_check(&self) {
+        self.gil.ensure();
+        // SAFETY: the GIL is held: ensure() restored it if the poll released it,
+        // and otherwise this thread has held it since entering uv_run.
+        let py = unsafe { Python::assume_attached() };
+        if self.has_pending() {
+            return;
+        }
+        if let Err(e) = self.run_once(py) {
+            self.fail(e);
+            return;
+        }
+        if self.stopping.load(Ordering::Relaxed) {
+            self.uv.stop();
+        }
+        self.schedule_next(py);
+    }
+
+    /// The signal wakeup fd is readable: drain it and run Python's signal
+    /// handlers (KeyboardInterrupt surfaces here while the loop sleeps).
+    fn on_wakeup_fd(&self, sock: &Py<PyAny>) {
+        self.gil.ensure();
+        // SAFETY: as in on_check.
+        let py = unsafe { Python::assume_attached() };
+        // The socket is non-blocking; a failed read (EAGAIN) is harmless.
+        let sock = sock.bind(py);
+        if sock.hasattr("recv").unwrap_or(false) {
+            let _ = sock.call_method1("recv", (4096,));
+        } else if let Ok(os) = py.import("os") {
+            let _ = os.call_method1("read", (sock, 4096));
+        }
+        if let Err(e) = capi::check_signals(py) {
+            self.fail(e);
+        }
+    }
+
+    // ---- the iteration -----------------------------------------------------
+
+    fn time(&self, py: Python<'_>) -> PyResult<f64> {
+        capi::monotonic(py)
+    }
+
+    fn run_once(&self, py: Python<'_>) -> PyResult<()> {
+        let t = handles::types()?;
+        let end = self.time(py)? + self.clock_resolution;
+        let mut dropped: Vec<Py<PyAny>> = Vec::new();
+        let mut batch = {
+            let mut q = self.q.lock();
+            if q.timers.should_compact() {
+                let gone = q.timers.compact(|h| handles::is_cancelled(t, h.bind(py)));
+                for h in &gone {
+                    handles::mark_unscheduled(t, h.bind(py));
+                }
+                dropped.extend(gone);
+            }
+            while let Some(e) = q.timers.pop_if(|w| w < end) {
+                let h = e.handle.bind(py);
+                handles::mark_unscheduled(t, h);
+                if handles::is_cancelled(t, h) {
+                    q.timers.forget_cancelled();
+                    dropped.push(e.handle);
+                } else {
+                    q.ready.push_back(e.handle);
+                }
+            }
+            let spare = std::mem::take(&mut q.spare);
+            std::mem::replace(&mut q.ready, spare)
+        };
+        drop(dropped);
+        let debug = self.is_debug();
+        while let Some(h) = batch.pop_front() {
+            let hb = h.bind(py);
+            if handles::is_cancelled(t, hb) {
+                continue;
+            }
+            let res = if debug {
+                self.run_handle_debug(py, t, hb)
+            } else {
+                self.run_handle(py, t, hb)
+            };
+            if let Err(e) = res {
+                // Leave the rest of this batch queued, in order, as asyncio does
+                // when an exception escapes _run_once.
+                let mut q = self.q.lock();
+                while let Some(x) = batch.pop_back() {
+                    q.ready.push_front(x);
+                }
+                drop(q);
+                drop(h);
+                return Err(e);
+            }
+        }
+        let mut q = self.q.lock();
+        if q.spare.capacity() < batch.capacity() {
+            q.spare = batch;
+        }
+        Ok(())
+    }
+
+    /// Run one handle; an ordinary exception goes to the exception handler.
+    /// Returns Err only for exceptions that must leave the loop.
+    #[inline]
+    fn run_handle(&self, py: Python<'_>, t: &HandleTypes, h: &Bound<'_, PyAny>) -> PyResult<()> {
+        match handles::run(t, h) {
+            Ok(()) => Ok(()),
+            Err(e) if must_leave_loop(py, &e) => Err(e),
+            Err(e) => self.report_callback_error(py, t, h, e),
+        }
+    }
+
+    fn run_handle_debug(
+        &self,
+        py: Python<'_>,
+        t: &HandleTypes,
+        h: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let t0 = self.time(py)?;
+        self.run_handle(py, t, h)?;
+        let dt = self.time(py)? - t0;
+        if let Some(me) = self.pyself(py) {
+            let limit: f64 = me.getattr("slow_callback_duration")?.extract()?;
+            if dt >= limit {
+                me.call_method1("_report_slow_callback", (h, dt))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Build asyncio's context for an exception raised by a callback and hand
+    /// it to `loop.call_exception_handler`.
+    fn report_callback_error(
+        &self,
+        py: Python<'_>,
+        t: &HandleTypes,
+        h: &Bound<'_, PyAny>,
+        e: PyErr,
+    ) -> PyResult<()> {
+        let Some(me) = self.pyself(py) else {
+            return Err(e);
+        };
+        let (cb, args) = handles::callback_and_args(t, h);
+        let fmt = cached(
+            py,
+            &FORMAT_CALLBACK_SOURCE,
+            "asyncio.format_helpers",
+            "_format_callback_source",
+        )?;
+        let src = if self.py_minor >= 13 {
+            let kw = PyDict::new(py);
+            kw.set_item("debug", self.is_debug())?;
+            fmt.call((cb, args), Some(&kw))?
+        } else {
+            fmt.call1((cb, args))?
+        };
+        let ctx = PyDict::new(py);
+        ctx.set_item("message", format!("Exception in callback {src}"))?;
+        ctx.set_item("exception", e.into_value(py))?;
+        ctx.set_item("handle", h)?;
+        let stb = handles::source_traceback(t, h);
+        if stb.is_truthy()? {
+            ctx.set_item("source_traceback", stb)?;
+        }
+        me.call_method1("call_exception_handler", (ctx,))?;
+        Ok(())
+    }
+
+    /// After a batch: keep polling without blocking while work is queued,
+    /// otherwise arm the libuv timer for the earliest Python timer.
+    fn schedule_next(&self, py: Python<'_>) {
+        let Ok(t) = handles::types() else { return };
+        let mut dropped = Vec::new();
+        let (busy, next) = {
+            let mut q = self.q.lock();
+            // Drop cancelled timers at the head, as asyncio does before it
+            // computes the poll timeout.
+            while let Some(h) = q.timers.peek() {
+                if !handles::is_cancelled(t, h.bind(py)) {
+                    break;
+                }
+                if let Some(e) = q.timers.pop_if(|_| true) {
+                    handles::mark_unscheduled(t, e.handle.bind(py));
+                    q.timers.forget_cancelled();
+                    dropped.push(e.handle);
+                }
+            }
+            (!q.ready.is_empty(), q.timers.next_when())
+        };
+        drop(dropped);
+        let busy = busy || self.stopping.load(Ordering::Relaxed);
+        let now = if busy { 0.0 } else { self.time(py).unwrap_or(0.0) };
+        let hs = self.uv_handles.lock();
+        let Some(hs) = hs.as_ref() else { return };
+        self.idle_on.store(busy, Ordering::Relaxed);
+        if busy {
+            hs.idle.start();
+            return;
+        }
+        hs.idle.stop();
+        match next {
+            Some(when) => {
+                let ms = ((when - now) * 1000.0).ceil();
+                let ms = if ms.is_nan() || ms <= 0.0 {
+                    0
+                } else {
+                    (ms as u64).min(MAX_TIMER_MS)
+                };
+                self.uv.update_time();
+                hs.timer.start(ms);
+            }
+            None => hs.timer.stop(),
+        }
+    }
+}
+
+fn uv_err(e: uv::UvError) -> PyErr {
+    PyRuntimeError::new_err(format!("libuv: {e}"))
+}
+
+impl UvHandles {
+    fn new(lp: &uv::Loop, st: Weak<State>) -> Result<UvHandles, uv::UvError> {
+        let w = st.clone();
+        let timer = uv::Timer::new(
+            lp,
+            Box::new(move || {
+                if let Some(s) = w.upgrade() {
+                    s.on_timer()
+                }
+            }),
+        )?;
+        let idle = uv::Idle::new(lp, Box::new(|| {}))?;
+        let w = st.clone();
+        let check = uv::Check::new(
+            lp,
+            Box::new(move || {
+                if let Some(s) = w.upgrade() {
+                    s.on_check()
+                }
+            }),
+        )?;
+        let w = st.clone();
+        let prepare = uv::Prepare::new(
+            lp,
+            Box::new(move || {
+                if let Some(s) = w.upgrade() {
+                    s.on_prepare()
+                }
+            }),
+        )?;
+        // Queued handles are already in the ready queue; waking the poll is
+        // all the async handle has to do.
+        let wake = uv::Async::new(lp, Box::new(|| {}))?;
+        wake.unref();
+        check.start();
+        prepare.start();
+        timer.unref();
+        idle.unref();
+        prepare.unref();
+        Ok(UvHandles {
+            timer,
+            idle,
+            _check: check,
+            _prepare: prepare,
+            wake,
+            wakeup_fd: None,
+        })
+    }
+}
+
+/// The native core of `uvrs.Loop`. See the module docs for the iteration.
+#[pyclass(subclass, dict, weakref, frozen, module = "uvrs._uvrs")]
+pub struct LoopCore {
+    st: Arc<State>,
+    task_factory: Mutex<Option<Py<PyAny>>>,
+}
+
+impl LoopCore {
+    #[allow(clippy::too_many_arguments)]
+    fn schedule_timer<'py>(
+        slf: &Bound<'py, Self>,
+        when_obj: &Bound<'py, PyAny>,
+        when: f64,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let st = &slf.get().st;
+        st.check_closed()?;
+        let stb = if st.is_debug() {
+            st.check_thread()?;
+            check_callback(callback, "call_at")?;
+            Some(cached(py, &EXTRACT_STACK, "asyncio.format_helpers", "extract_stack")?.call0()?)
+        } else {
+            None
+        };
+        let ctx = match context {
+            Some(c) if !c.is_none() => c.clone(),
+            _ => capi::copy_context(py)?,
+        };
+        let h = handles::new_timer_handle(when_obj, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
+        st.q.lock().timers.push(when, h.clone().unbind());
+        if !st.on_loop_thread() && st.running.load(Ordering::Relaxed) {
+            st.wake();
+        }
+        Ok(h)
+    }
+
+    fn queue_handle<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+        debug_stack: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let st = &slf.get().st;
+        let ctx = match context {
+            Some(c) if !c.is_none() => c.clone(),
+            _ => capi::copy_context(py)?,
+        };
+        let stb = if debug_stack {
+            Some(cached(py, &EXTRACT_STACK, "asyncio.format_helpers", "extract_stack")?.call0()?)
+        } else {
+            None
+        };
+        let h = handles::new_handle(callback, args, slf.as_any(), &ctx, stb.as_ref())?;
+        st.q.lock().ready.push_back(h.clone().unbind());
+        Ok(h)
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        Ok(LoopCore {
+            st: State::new(py)?,
+            task_factory: Mutex::new(None),
+        })
+    }
+
+    /// `time.monotonic()`'s clock, at full resolution.
+    fn time(&self, py: Python<'_>) -> PyResult<f64> {
+        self.st.time(py)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let st = &slf.get().st;
+        st.check_closed()?;
+        let debug = st.is_debug();
+        if debug {
+            st.check_thread()?;
+            check_callback(callback, "call_soon")?;
+        }
+        Self::queue_handle(slf, callback, args, context, debug)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let st = &slf.get().st;
+        st.check_closed()?;
+        let debug = st.is_debug();
+        if debug {
+            check_callback(callback, "call_soon_threadsafe")?;
+        }
+        let h = Self::queue_handle(slf, callback, args, context, debug)?;
+        if !st.on_loop_thread() {
+            st.wake();
+        }
+        Ok(h)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later<'py>(
+        slf: &Bound<'py, Self>,
+        delay: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = slf.get().st.time(py)?;
+        // `self.time() + delay`, exactly as asyncio computes it.
+        let when_obj = handles::float(py, now).add(delay)?;
+        let when: f64 = when_obj.extract()?;
+        Self::schedule_timer(slf, &when_obj, when, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let w: f64 = when.extract()?;
+        Self::schedule_timer(slf, when, w, callback, args, context)
+    }
+
+    /// Called by `TimerHandle.cancel()` before it marks itself cancelled.
+    fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        if handle.getattr(pyo3::intern!(handle.py(), "_scheduled"))?.is_truthy()? {
+            self.st.q.lock().timers.note_cancelled();
+        }
+        Ok(())
+    }
+
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let fut = cached(py, &FUTURE_TYPE, "asyncio.futures", "Future")?;
+        capi::call_kw(fut, &[slf.as_ptr()], kw_loop(py))
+    }
+
+    #[pyo3(signature = (coro, **kwargs))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.st.check_closed()?;
+        let kwargs = kwargs.filter(|k| !k.is_empty());
+        let factory = this.task_factory.lock().as_ref().map(|f| f.clone_ref(py));
+        let minor = this.st.py_minor;
+        if minor >= 13 {
+            // 3.13+: every keyword goes to the factory or to Task as given.
+            return match factory {
+                Some(f) => f.bind(py).call((slf, coro), kwargs),
+                None => Self::new_task(slf, coro, kwargs),
+            };
+        }
+        // 3.10-3.12: only name= (and context= from 3.11) are accepted.
+        let mut name = None;
+        let mut context = None;
+        if let Some(kw) = kwargs {
+            for (k, v) in kw.iter() {
+                let k: String = k.extract()?;
+                match k.as_str() {
+                    "name" => name = Some(v),
+                    "context" if minor >= 11 => context = Some(v),
+                    _ => {
+                        return Err(PyTypeError::new_err(format!(
+                            "create_task() got an unexpected keyword argument '{k}'"
+                        )))
+                    }
+                }
+            }
+        }
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        match factory {
+            None => Self::new_task(slf, coro, kwargs),
+            Some(f) => {
+                let task = match context {
+                    None => f.bind(py).call1((slf, coro))?,
+                    Some(c) => {
+                        let kw = PyDict::new(py);
+                        kw.set_item("context", c)?;
+                        f.bind(py).call((slf, coro), Some(&kw))?
+                    }
+                };
+                if let Some(n) = name {
+                    task.call_method1("set_name", (n,))?;
+                }
+                Ok(task)
+            }
+        }
+    }
+
+    fn set_task_factory(&self, factory: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !factory.is_none() && !capi::is_callable(factory) {
+            return Err(PyTypeError::new_err("task factory must be a callable or None"));
+        }
+        let new = (!factory.is_none()).then(|| factory.clone().unbind());
+        let old = std::mem::replace(&mut *self.task_factory.lock(), new);
+        drop(old);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Py<PyAny> {
+        match self.task_factory.lock().as_ref() {
+            Some(f) => f.clone_ref(py),
+            None => py.None(),
+        }
+    }
+
+    fn get_debug(&self) -> bool {
+        self.st.is_debug()
+    }
+
+    fn _set_debug_flag(&self, enabled: bool) {
+        self.st.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    fn is_running(&self) -> bool {
+        self.st.running.load(Ordering::Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.st.closed.load(Ordering::Acquire)
+    }
+
+    fn _check_closed(&self) -> PyResult<()> {
+        self.st.check_closed()
+    }
+
+    /// Stop after the callbacks already queued have run once.
+    fn stop(&self) {
+        self.st.stopping.store(true, Ordering::Relaxed);
+        if self.st.running.load(Ordering::Relaxed) && !self.st.on_loop_thread() {
+            self.st.wake();
+        }
+    }
+
+    /// Run libuv until `stop()`. Everything per-run that is not per-iteration
+    /// (running-loop registration, async-generator hooks, wakeup fd) is done by
+    /// the Python `run_forever` around this call.
+    fn _run_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let st = &slf.get().st;
+        st.check_closed()?;
+        if st.running.swap(true, Ordering::AcqRel) {
+            return Err(PyRuntimeError::new_err("This event loop is already running"));
+        }
+        st.thread_id.store(capi::thread_ident(), Ordering::Relaxed);
+        st.pyself.store(slf.as_ptr(), Ordering::Relaxed);
+        st.schedule_next(py);
+        st.uv.run(uv::RunMode::Default);
+        // uv_run returns only after uv_stop, from the check phase or a callback
+        // after the poll, all of which re-acquire the GIL first; be certain.
+        st.gil.ensure();
+        st.pyself.store(std::ptr::null_mut(), Ordering::Relaxed);
+        st.thread_id.store(0, Ordering::Relaxed);
+        st.stopping.store(false, Ordering::Relaxed);
+        st.running.store(false, Ordering::Release);
+        match st.pending.lock().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Drop queued callbacks and timers and close every libuv handle.
+    fn _close_native(&self) -> PyResult<()> {
+        let st = &self.st;
+        if st.running.load(Ordering::Relaxed) {
+            return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+        }
+        if st.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (ready, timers) = {
+            let mut q = st.q.lock();
+            (std::mem::take(&mut q.ready), q.timers.drain())
+        };
+        drop(ready);
+        drop(timers);
+        let hs = st.uv_handles.lock().take();
+        drop(hs);
+        st.uv.drain_closing();
+        Ok(())
+    }
+
+    /// Watch the read end of `signal.set_wakeup_fd`: a non-blocking socket
+    /// object (drained with `recv`), or on Unix its file descriptor number.
+    fn _watch_wakeup_fd(&self, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+        let fd: i64 = match sock.extract::<i64>() {
+            Ok(fd) => fd,
+            Err(_) => sock.call_method0("fileno")?.extract()?,
+        };
+        let w = Arc::downgrade(&self.st);
+        let s = sock.clone().unbind();
+        let poll = uv::Poll::new(
+            &self.st.uv,
+            fd as uv::poll::OsSock,
+            Box::new(move |_status, _events| {
+                if let Some(st) = w.upgrade() {
+                    st.on_wakeup_fd(&s);
+                }
+            }),
+        )
+        .map_err(uv_err)?;
+        poll.start(uv::poll::READABLE).map_err(uv_err)?;
+        poll.unref();
+        let mut hs = self.st.uv_handles.lock();
+        let old = match hs.as_mut() {
+            Some(h) => h.wakeup_fd.replace(poll),
+            None => return Err(closed_error()),
+        };
+        drop(hs);
+        drop(old);
+        Ok(())
+    }
+
+    fn _unwatch_wakeup_fd(&self) {
+        let old = self.st.uv_handles.lock().as_mut().and_then(|h| h.wakeup_fd.take());
+        drop(old);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(f) = self.task_factory.try_lock() {
+            if let Some(f) = f.as_ref() {
+                visit.call(f)?;
+            }
+        }
+        if let Some(q) = self.st.q.try_lock() {
+            for h in q.ready.iter() {
+                visit.call(h)?;
+            }
+            for h in q.timers.iter() {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let f = self.task_factory.lock().take();
+        let (ready, timers) = {
+            let mut q = self.st.q.lock();
+            (std::mem::take(&mut q.ready), q.timers.drain())
+        };
+        drop((f, ready, timers));
+    }
+}
+
+impl LoopCore {
+    /// `Task(coro, loop=self, **kwargs)`.
+    fn new_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let task = cached(py, &TASK_TYPE, "asyncio.tasks", "Task")?;
+        match kwargs {
+            None => capi::call_kw(task, &[coro.as_ptr(), slf.as_ptr()], kw_loop(py)),
+            Some(kw) => {
+                let kw = kw.copy()?;
+                kw.set_item("loop", slf)?;
+                task.call((coro,), Some(&kw))
+            }
+        }
+    }
+}
+
+/// Register the classes of this module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<LoopCore>()?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! `uvrs.Handle` / `uvrs.TimerHandle`: Python subclasses of asyncio's
+//! `Handle` / `TimerHandle` whose asyncio slots the core fills directly, so
+//! their public behaviour (repr, cancel, when, get_context) is asyncio's own
+//! and `isinstance` checks against asyncio hold.
+
+use std::sync::OnceLock;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyTuple, PyType};
+
+use super::capi;
+
+/// Slot offsets inside asyncio.Handle / asyncio.TimerHandle instances.
+pub struct Slots {
+    pub callback: isize,
+    pub args: isize,
+    pub cancelled: isize,
+    pub loop_: isize,
+    pub source_traceback: isize,
+    pub repr: isize,
+    pub context: isize,
+    pub when: isize,
+    pub scheduled: isize,
+}
+
+/// The registered handle classes and their slot layout.
+pub struct HandleTypes {
+    pub handle: Py<PyType>,
+    pub timer: Py<PyType>,
+    pub slots: Slots,
+}
+
+static TYPES: OnceLock<HandleTypes> = OnceLock::new();
+
+/// Register the Python handle classes (called once by `uvrs/__init__.py`).
+#[pyfunction]
+pub fn _set_handle_types(handle: &Bound<'_, PyType>, timer: &Bound<'_, PyType>) -> PyResult<()> {
+    let py = handle.py();
+    let asyncio = py.import("asyncio")?;
+    let a_handle = asyncio.getattr("Handle")?.cast_into::<PyType>()?;
+    let a_timer = asyncio.getattr("TimerHandle")?.cast_into::<PyType>()?;
+    if !handle.is_subclass(&a_handle)? || !timer.is_subclass(&a_timer)? {
+        return Err(PyRuntimeError::new_err(
+            "handle types must subclass asyncio.Handle / asyncio.TimerHandle",
+        ));
+    }
+    // The subclasses must not add instance storage: the core allocates them
+    // with asyncio's layout.
+    for (sub, base) in [(handle, &a_handle), (timer, &a_timer)] {
+        let a: isize = sub.getattr("__basicsize__")?.extract()?;
+        let b: isize = base.getattr("__basicsize__")?.extract()?;
+        if a != b {
+            return Err(PyRuntimeError::new_err(
+                "handle subclasses must declare __slots__ = ()",
+            ));
+        }
+    }
+    let slots = Slots {
+        callback: capi::slot_offset(&a_handle, "_callback")?,
+        args: capi::slot_offset(&a_handle, "_args")?,
+        cancelled: capi::slot_offset(&a_handle, "_cancelled")?,
+        loop_: capi::slot_offset(&a_handle, "_loop")?,
+        source_traceback: capi::slot_offset(&a_handle, "_source_traceback")?,
+        repr: capi::slot_offset(&a_handle, "_repr")?,
+        context: capi::slot_offset(&a_handle, "_context")?,
+        when: capi::slot_offset(&a_timer, "_when")?,
+        scheduled: capi::slot_offset(&a_timer, "_scheduled")?,
+    };
+    let _ = TYPES.set(HandleTypes {
+        handle: handle.clone().unbind(),
+        timer: timer.clone().unbind(),
+        slots,
+    });
+    Ok(())
+}
+
+pub fn types() -> PyResult<&'static HandleTypes> {
+    TYPES
+        .get()
+        .ok_or_else(|| PyRuntimeError::new_err("uvrs handle types are not registered"))
+}
+
+/// Fill the slots shared by Handle and TimerHandle.
+fn fill_common(
+    t: &HandleTypes,
+    obj: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    loop_: &Bound<'_, PyAny>,
+    context: &Bound<'_, PyAny>,
+    source_traceback: Option<&Bound<'_, PyAny>>,
+) {
+    let s = &t.slots;
+    let p = obj.as_ptr();
+    let none = obj.py().None();
+    let st = source_traceback.map(|b| b.as_ptr()).unwrap_or(none.as_ptr());
+    // SAFETY: obj is a fresh instance of a registered subclass of asyncio.Handle
+    // with asyncio's layout (checked in _set_handle_types); the offsets come
+    // from that layout; every value is a live object.
+    unsafe {
+        capi::slot_set(p, s.callback, callback.as_ptr());
+        capi::slot_set(p, s.args, args.as_ptr());
+        capi::slot_set(p, s.cancelled, ffi::Py_False());
+        capi::slot_set(p, s.loop_, loop_.as_ptr());
+        capi::slot_set(p, s.source_traceback, st);
+        capi::slot_set(p, s.repr, none.as_ptr());
+        capi::slot_set(p, s.context, context.as_ptr());
+    }
+}
+
+/// A new `uvrs.Handle`.
+pub fn new_handle<'py>(
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    loop_: &Bound<'py, PyAny>,
+    context: &Bound<'py, PyAny>,
+    source_traceback: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let t = types()?;
+    let obj = capi::alloc_instance(t.handle.bind(callback.py()))?;
+    fill_common(t, &obj, callback, args, loop_, context, source_traceback);
+    Ok(obj)
+}
+
+/// A new `uvrs.TimerHandle` due at `when` (the object stored as `_when`).
+#[allow(clippy::too_many_arguments)]
+pub fn new_timer_handle<'py>(
+    when: &Bound<'py, PyAny>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    loop_: &Bound<'py, PyAny>,
+    context: &Bound<'py, PyAny>,
+    source_traceback: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let t = types()?;
+    let obj = capi::alloc_instance(t.timer.bind(callback.py()))?;
+    fill_common(t, &obj, callback, args, loop_, context, source_traceback);
+    // SAFETY: obj is a fresh TimerHandle subclass instance (asyncio layout).
+    unsafe {
+        capi::slot_set(obj.as_ptr(), t.slots.when, when.as_ptr());
+        capi::slot_set(obj.as_ptr(), t.slots.scheduled, ffi::Py_True());
+    }
+    Ok(obj)
+}
+
+/// A Python float for `when`.
+pub fn float<'py>(py: Python<'py>, v: f64) -> Bound<'py, PyAny> {
+    PyFloat::new(py, v).into_any()
+}
+
+/// Whether `handle._cancelled` is true.
+#[inline]
+pub fn is_cancelled(t: &HandleTypes, handle: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: handle is a registered handle instance; _cancelled is always set
+    // by fill_common and only ever replaced by asyncio with a bool.
+    unsafe { capi::slot_get(handle.as_ptr(), t.slots.cancelled) == ffi::Py_True() }
+}
+
+/// Set `timer._scheduled = False` (the timer left the heap).
+#[inline]
+pub fn mark_unscheduled(t: &HandleTypes, timer: &Bound<'_, PyAny>) {
+    // SAFETY: timer is a registered TimerHandle instance.
+    unsafe { capi::slot_set(timer.as_ptr(), t.slots.scheduled, ffi::Py_False()) }
+}
+
+/// Run a handle's callback in its context: `handle._context.run(cb, *args)`.
+pub fn run<'py>(t: &HandleTypes, handle: &Bound<'py, PyAny>) -> PyResult<()> {
+    let py = handle.py();
+    let p = handle.as_ptr();
+    // SAFETY: p is a registered handle instance kept alive by `handle`; its
+    // _callback/_args/_context slots were set at creation and asyncio never
+    // clears them while the handle is queued (cancel() only does so after
+    // marking it cancelled, which the caller checked just before). _args is
+    // always a tuple (set by us from *args).
+    unsafe {
+        let cb = capi::slot_get(p, t.slots.callback);
+        let args = capi::slot_get(p, t.slots.args);
+        let ctx = capi::slot_get(p, t.slots.context);
+        if cb.is_null() || args.is_null() || ctx.is_null() || ffi::PyTuple_Check(args) == 0 {
+            return Err(PyRuntimeError::new_err("uvrs: handle is missing its callback"));
+        }
+        let args = Borrowed::from_ptr(py, args).cast_unchecked::<PyTuple>();
+        capi::call_in_context(py, ctx, cb, &args).map(drop)
+    }
+}
+
+/// The (borrowed) `_source_traceback` of a handle, or None.
+pub fn source_traceback<'py>(t: &HandleTypes, handle: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    let py = handle.py();
+    // SAFETY: registered handle instance; slot may hold None or a list.
+    unsafe {
+        let v = capi::slot_get(handle.as_ptr(), t.slots.source_traceback);
+        if v.is_null() {
+            py.None().into_bound(py)
+        } else {
+            Bound::from_borrowed_ptr(py, v)
+        }
+    }
+}
+
+/// The callback and args of a handle (for error messages).
+pub fn callback_and_args<'py>(
+    t: &HandleTypes,
+    handle: &Bound<'py, PyAny>,
+) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
+    let py = handle.py();
+    // SAFETY: registered handle instance; slots may have been cleared to None
+    // by cancel(), or be null — both map to None.
+    unsafe {
+        let get = |off| {
+            let v = capi::slot_get(handle.as_ptr(), off);
+            if v.is_null() {
+                py.None().into_bound(py)
+            } else {
+                Bound::from_borrowed_ptr(py, v)
+            }
+        };
+        (get(t.slots.callback), get(t.slots.args))
+    }
+}

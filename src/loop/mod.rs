@@ -1,0 +1,9 @@
+//! The asyncio-facing core: the `LoopCore` Python class, its ready queue,
+//! timer heap, handle dispatch and GIL hand-off.
+
+pub mod callback_check;
+pub mod capi;
+pub mod core;
+pub mod gil;
+pub mod handles;
+pub mod timers;

@@ -1,0 +1,138 @@
+//! `uv_loop_t`: the libuv event loop itself.
+
+use std::mem::MaybeUninit;
+
+use libuv_sys2 as sys;
+
+use super::error::UvError;
+
+/// How `Loop::run` runs (libuv's `uv_run_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Run until `stop()` or until nothing keeps the loop alive.
+    Default,
+    /// Poll once (blocking if needed), run what is due.
+    Once,
+    /// Poll once without blocking.
+    NoWait,
+}
+
+/// An owned, initialised libuv loop. Its memory is on the heap so that handles
+/// can keep pointers to it; it is closed and freed on drop, after every handle
+/// has been closed (see `close`).
+pub struct Loop {
+    raw: *mut sys::uv_loop_t,
+}
+
+impl Loop {
+    /// Allocate and initialise a new loop.
+    pub fn new() -> Result<Loop, UvError> {
+        let raw = Box::into_raw(Box::new(MaybeUninit::<sys::uv_loop_t>::zeroed()))
+            as *mut sys::uv_loop_t;
+        // SAFETY: `raw` points to writable, zeroed memory the size of a uv_loop_t.
+        let rc = unsafe { sys::uv_loop_init(raw) };
+        if rc < 0 {
+            // SAFETY: raw came from Box::into_raw above and uv_loop_init failed,
+            // so libuv holds no reference to it.
+            drop(unsafe { Box::from_raw(raw as *mut MaybeUninit<sys::uv_loop_t>) });
+            return Err(UvError(rc));
+        }
+        Ok(Loop { raw })
+    }
+
+    pub(crate) fn raw(&self) -> *mut sys::uv_loop_t {
+        self.raw
+    }
+
+    /// Run the loop. Returns libuv's result (non-zero if handles are still
+    /// active, e.g. after `stop()`).
+    pub fn run(&self, mode: RunMode) -> i32 {
+        let m = match mode {
+            RunMode::Default => sys::uv_run_mode_UV_RUN_DEFAULT,
+            RunMode::Once => sys::uv_run_mode_UV_RUN_ONCE,
+            RunMode::NoWait => sys::uv_run_mode_UV_RUN_NOWAIT,
+        };
+        // SAFETY: the loop is initialised and not yet closed (closing consumes
+        // self). Re-entrant uv_run is prevented by the caller (one run at a time).
+        unsafe { sys::uv_run(self.raw, m) }
+    }
+
+    /// Ask `run` to return after the current iteration.
+    pub fn stop(&self) {
+        // SAFETY: the loop is initialised; uv_stop only sets a flag.
+        unsafe { sys::uv_stop(self.raw) }
+    }
+
+    /// libuv's cached loop time in milliseconds.
+    pub fn now(&self) -> u64 {
+        // SAFETY: the loop is initialised.
+        unsafe { sys::uv_now(self.raw) }
+    }
+
+    /// Refresh the cached loop time.
+    pub fn update_time(&self) {
+        // SAFETY: the loop is initialised.
+        unsafe { sys::uv_update_time(self.raw) }
+    }
+
+    /// The poll timeout libuv would use now, in ms (-1: infinite, 0: no wait).
+    pub fn backend_timeout(&self) -> i32 {
+        // SAFETY: the loop is initialised.
+        unsafe { sys::uv_backend_timeout(self.raw) }
+    }
+
+    /// Whether any referenced handle or request is active.
+    pub fn alive(&self) -> bool {
+        // SAFETY: the loop is initialised.
+        unsafe { sys::uv_loop_alive(self.raw) != 0 }
+    }
+
+    /// Run the loop without blocking until every closing handle's close
+    /// callback has run. Call after closing the handles, before dropping.
+    pub fn drain_closing(&self) {
+        for _ in 0..64 {
+            self.run(RunMode::NoWait);
+            // SAFETY: the loop is initialised; uv_loop_close only inspects the
+            // handle queue when it fails with EBUSY, and frees nothing then.
+            // We do not call it here: walking is enough to know.
+            if !self.has_handles() {
+                break;
+            }
+        }
+    }
+
+    fn has_handles(&self) -> bool {
+        let mut count: usize = 0;
+        unsafe extern "C" fn walk_cb(_h: *mut sys::uv_handle_t, arg: *mut std::ffi::c_void) {
+            // SAFETY: arg is the &mut usize passed to uv_walk below, alive for the call.
+            unsafe { *(arg as *mut usize) += 1 };
+        }
+        // SAFETY: the loop is initialised; walk_cb only increments the counter.
+        unsafe { sys::uv_walk(self.raw, Some(walk_cb), &mut count as *mut usize as *mut _) };
+        count > 0
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        self.drain_closing();
+        // SAFETY: every handle of this loop has been closed and its close callback
+        // has run (drain_closing), so uv_loop_close can release the loop's
+        // internal resources; then the Box allocated in `new` is freed.
+        unsafe {
+            let rc = sys::uv_loop_close(self.raw);
+            if rc == 0 {
+                drop(Box::from_raw(self.raw as *mut MaybeUninit<sys::uv_loop_t>));
+            }
+            // On EBUSY a handle is still open (a bug elsewhere): leak the loop
+            // memory rather than free memory libuv still points into.
+        }
+    }
+}
+
+// SAFETY: a Loop is only driven (run/stop/handles) from the thread that runs it;
+// the owner (the Python loop object) may be moved between threads while idle,
+// which libuv allows. Cross-thread wakeups go through `Async::send` only.
+unsafe impl Send for Loop {}
+// SAFETY: see Send. Shared references are used only on the loop's own thread.
+unsafe impl Sync for Loop {}
