@@ -41,7 +41,10 @@ fn coroutine_error(method: &str) -> PyErr {
 pub fn check_callback(cb: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
     let py = cb.py();
     if !capi::is_callable(cb) {
-        if asyncio_check(py, &ISCOROUTINE, &["iscoroutine"])?.call1((cb,))?.is_truthy()? {
+        if asyncio_check(py, &ISCOROUTINE, &["iscoroutine"])?
+            .call1((cb,))?
+            .is_truthy()?
+        {
             return Err(coroutine_error(method));
         }
         return Err(PyTypeError::new_err(format!(

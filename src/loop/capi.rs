@@ -60,6 +60,21 @@ pub unsafe fn slot_set(obj: *mut ffi::PyObject, off: isize, val: *mut ffi::PyObj
     }
 }
 
+/// Whether the caller holds the only reference to `obj` and no weak reference
+/// to it exists, so that it can be reused in place without anyone noticing.
+pub fn is_unshared(obj: &Bound<'_, PyAny>) -> bool {
+    let p = obj.as_ptr();
+    // SAFETY: p is a live object; ob_type is its live type. A positive
+    // tp_weaklistoffset is the offset of the weakref list pointer inside p.
+    unsafe {
+        if ffi::Py_REFCNT(p) != 1 {
+            return false;
+        }
+        let off = (*ffi::Py_TYPE(p)).tp_weaklistoffset;
+        off > 0 && (*((p as *mut u8).offset(off) as *mut *mut ffi::PyObject)).is_null()
+    }
+}
+
 /// Allocate an instance of `cls` without running `__init__` (`cls.__new__`
 /// semantics for a class whose instances are plain slot holders).
 pub fn alloc_instance<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
@@ -123,7 +138,11 @@ pub fn function_flags(f: &Bound<'_, PyAny>) -> Option<(c_int, bool)> {
         !d.is_null() && ffi::PyDict_Size(d) > 0
     };
     let code = f.getattr(pyo3::intern!(f.py(), "__code__")).ok()?;
-    let flags: c_int = code.getattr(pyo3::intern!(f.py(), "co_flags")).ok()?.extract().ok()?;
+    let flags: c_int = code
+        .getattr(pyo3::intern!(f.py(), "co_flags"))
+        .ok()?
+        .extract()
+        .ok()?;
     Some((flags, has_dict))
 }
 
@@ -132,7 +151,9 @@ pub fn method_function<'py>(m: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> 
     let py = m.py();
     static METHOD_TYPE: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     let mt = METHOD_TYPE
-        .get_or_try_init(py, || py.import("types")?.getattr("MethodType").map(Bound::unbind))
+        .get_or_try_init(py, || {
+            py.import("types")?.getattr("MethodType").map(Bound::unbind)
+        })
         .ok()?;
     if !m.get_type().is(mt.bind(py)) {
         return None;
@@ -189,28 +210,4 @@ pub fn monotonic(py: Python<'_>) -> PyResult<f64> {
         py.import("time")?.getattr("monotonic").map(Bound::unbind)
     })?;
     f.bind(py).call0()?.extract()
-}
-
-/// `callable(*positional, **dict(zip(kwnames, kwvalues)))` through vectorcall,
-/// without building a tuple or a dict.
-pub fn call_kw<'py>(
-    callable: &Bound<'py, PyAny>,
-    args: &[*mut ffi::PyObject],
-    kwnames: &Bound<'py, PyTuple>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = callable.py();
-    let nkw = kwnames.len();
-    debug_assert!(args.len() >= nkw);
-    // SAFETY: args holds live borrowed references owned by the caller for the
-    // duration of the call; the last nkw of them are the keyword values named
-    // by kwnames (a tuple of str), as the vectorcall protocol requires.
-    unsafe {
-        let res = ffi::PyObject_Vectorcall(
-            callable.as_ptr(),
-            args.as_ptr(),
-            args.len() - nkw,
-            kwnames.as_ptr(),
-        );
-        Bound::from_owned_ptr_or_err(py, res)
-    }
 }

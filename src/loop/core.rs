@@ -35,6 +35,13 @@ use super::handles::{self, HandleTypes};
 use super::timers::TimerHeap;
 use crate::uv;
 
+/// How many recycled handles a loop keeps.
+const FREE_HANDLES: usize = 256;
+
+/// Most batches run back to back, without a poll in between, when nothing but
+/// the loop's own handles is registered with libuv.
+const MAX_BATCHES_WITHOUT_POLL: usize = 64;
+
 /// Longest single libuv timer arm (asyncio's MAXIMUM_SELECT_TIMEOUT, 24 h).
 const MAX_TIMER_MS: u64 = 24 * 3600 * 1000;
 
@@ -44,6 +51,8 @@ struct Queue {
     ready: VecDeque<Py<PyAny>>,
     /// An empty deque kept to swap with `ready`, so batches reuse capacity.
     spare: VecDeque<Py<PyAny>>,
+    /// Handles that ran and that nobody else referenced, ready for reuse.
+    free: Vec<Py<PyAny>>,
     timers: TimerHeap<Py<PyAny>>,
 }
 
@@ -90,7 +99,6 @@ static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static TASK_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FORMAT_CALLBACK_SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EXTRACT_STACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static KW_LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 
 fn cached<'py>(
     py: Python<'py>,
@@ -100,12 +108,6 @@ fn cached<'py>(
 ) -> PyResult<&'py Bound<'py, PyAny>> {
     cell.get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))
         .map(|v| v.bind(py))
-}
-
-fn kw_loop(py: Python<'_>) -> &Bound<'_, PyTuple> {
-    KW_LOOP
-        .get_or_init(py, || PyTuple::new(py, ["loop"]).expect("tuple").unbind())
-        .bind(py)
 }
 
 fn closed_error() -> PyErr {
@@ -233,12 +235,23 @@ impl State {
         if self.has_pending() {
             return;
         }
-        if let Err(e) = self.run_once(py) {
-            self.fail(e);
-            return;
-        }
-        if self.stopping.load(Ordering::Relaxed) {
-            self.uv.stop();
+        // While no fd, timer or request of anyone else is registered with
+        // libuv, a poll between two batches could not deliver any event (the
+        // loop's check handle is its only referenced active handle; thread-safe
+        // calls land in the ready queue directly), so run the next batch at
+        // once, a bounded number of times, instead of paying an epoll_wait.
+        for _ in 0..MAX_BATCHES_WITHOUT_POLL {
+            if let Err(e) = self.run_once(py) {
+                self.fail(e);
+                return;
+            }
+            if self.stopping.load(Ordering::Relaxed) {
+                self.uv.stop();
+                break;
+            }
+            if self.q.lock().ready.is_empty() || self.uv.activity() != (1, 0) {
+                break;
+            }
         }
         self.schedule_next(py);
     }
@@ -269,7 +282,13 @@ impl State {
 
     fn run_once(&self, py: Python<'_>) -> PyResult<()> {
         let t = handles::types()?;
-        let end = self.time(py)? + self.clock_resolution;
+        // Read the clock only when there are timers to compare with it.
+        let has_timers = self.q.lock().timers.next_when().is_some();
+        let end = if has_timers {
+            self.time(py)? + self.clock_resolution
+        } else {
+            f64::NEG_INFINITY
+        };
         let mut dropped: Vec<Py<PyAny>> = Vec::new();
         let mut batch = {
             let mut q = self.q.lock();
@@ -295,6 +314,7 @@ impl State {
         };
         drop(dropped);
         let debug = self.is_debug();
+        let mut recycled: Vec<Py<PyAny>> = Vec::new();
         while let Some(h) = batch.pop_front() {
             let hb = h.bind(py);
             if handles::is_cancelled(t, hb) {
@@ -316,11 +336,25 @@ impl State {
                 drop(h);
                 return Err(e);
             }
+            if recycled.len() < FREE_HANDLES {
+                if let Some(h) = handles::recycle(t, h, py) {
+                    recycled.push(h);
+                }
+            }
         }
         let mut q = self.q.lock();
         if q.spare.capacity() < batch.capacity() {
             q.spare = batch;
         }
+        let room = FREE_HANDLES.saturating_sub(q.free.len());
+        let extra = if recycled.len() > room {
+            recycled.split_off(room)
+        } else {
+            Vec::new()
+        };
+        q.free.append(&mut recycled);
+        drop(q);
+        drop(extra);
         Ok(())
     }
 
@@ -414,7 +448,11 @@ impl State {
         };
         drop(dropped);
         let busy = busy || self.stopping.load(Ordering::Relaxed);
-        let now = if busy { 0.0 } else { self.time(py).unwrap_or(0.0) };
+        let now = if busy {
+            0.0
+        } else {
+            self.time(py).unwrap_or(0.0)
+        };
         let hs = self.uv_handles.lock();
         let Some(hs) = hs.as_ref() else { return };
         self.idle_on.store(busy, Ordering::Relaxed);
@@ -498,6 +536,7 @@ impl UvHandles {
 pub struct LoopCore {
     st: Arc<State>,
     task_factory: Mutex<Option<Py<PyAny>>>,
+    loop_kwargs: Mutex<Option<Py<PyDict>>>,
 }
 
 impl LoopCore {
@@ -516,7 +555,15 @@ impl LoopCore {
         let stb = if st.is_debug() {
             st.check_thread()?;
             check_callback(callback, "call_at")?;
-            Some(cached(py, &EXTRACT_STACK, "asyncio.format_helpers", "extract_stack")?.call0()?)
+            Some(
+                cached(
+                    py,
+                    &EXTRACT_STACK,
+                    "asyncio.format_helpers",
+                    "extract_stack",
+                )?
+                .call0()?,
+            )
         } else {
             None
         };
@@ -524,7 +571,8 @@ impl LoopCore {
             Some(c) if !c.is_none() => c.clone(),
             _ => capi::copy_context(py)?,
         };
-        let h = handles::new_timer_handle(when_obj, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
+        let h =
+            handles::new_timer_handle(when_obj, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
         st.q.lock().timers.push(when, h.clone().unbind());
         if !st.on_loop_thread() && st.running.load(Ordering::Relaxed) {
             st.wake();
@@ -546,11 +594,20 @@ impl LoopCore {
             _ => capi::copy_context(py)?,
         };
         let stb = if debug_stack {
-            Some(cached(py, &EXTRACT_STACK, "asyncio.format_helpers", "extract_stack")?.call0()?)
+            Some(
+                cached(
+                    py,
+                    &EXTRACT_STACK,
+                    "asyncio.format_helpers",
+                    "extract_stack",
+                )?
+                .call0()?,
+            )
         } else {
             None
         };
-        let h = handles::new_handle(callback, args, slf.as_any(), &ctx, stb.as_ref())?;
+        let reuse = st.q.lock().free.pop();
+        let h = handles::new_handle(reuse, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
         st.q.lock().ready.push_back(h.clone().unbind());
         Ok(h)
     }
@@ -568,6 +625,7 @@ impl LoopCore {
         Ok(LoopCore {
             st: State::new(py)?,
             task_factory: Mutex::new(None),
+            loop_kwargs: Mutex::new(None),
         })
     }
 
@@ -649,7 +707,10 @@ impl LoopCore {
 
     /// Called by `TimerHandle.cancel()` before it marks itself cancelled.
     fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
-        if handle.getattr(pyo3::intern!(handle.py(), "_scheduled"))?.is_truthy()? {
+        if handle
+            .getattr(pyo3::intern!(handle.py(), "_scheduled"))?
+            .is_truthy()?
+        {
             self.st.q.lock().timers.note_cancelled();
         }
         Ok(())
@@ -658,7 +719,7 @@ impl LoopCore {
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let fut = cached(py, &FUTURE_TYPE, "asyncio.futures", "Future")?;
-        capi::call_kw(fut, &[slf.as_ptr()], kw_loop(py))
+        fut.call((), Some(&slf.get().loop_kwargs(slf)?))
     }
 
     #[pyo3(signature = (coro, **kwargs))]
@@ -720,7 +781,9 @@ impl LoopCore {
 
     fn set_task_factory(&self, factory: &Bound<'_, PyAny>) -> PyResult<()> {
         if !factory.is_none() && !capi::is_callable(factory) {
-            return Err(PyTypeError::new_err("task factory must be a callable or None"));
+            return Err(PyTypeError::new_err(
+                "task factory must be a callable or None",
+            ));
         }
         let new = (!factory.is_none()).then(|| factory.clone().unbind());
         let old = std::mem::replace(&mut *self.task_factory.lock(), new);
@@ -771,7 +834,9 @@ impl LoopCore {
         let st = &slf.get().st;
         st.check_closed()?;
         if st.running.swap(true, Ordering::AcqRel) {
-            return Err(PyRuntimeError::new_err("This event loop is already running"));
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
         }
         st.thread_id.store(capi::thread_ident(), Ordering::Relaxed);
         st.pyself.store(slf.as_ptr(), Ordering::Relaxed);
@@ -799,12 +864,12 @@ impl LoopCore {
         if st.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let (ready, timers) = {
+        let (ready, timers, free) = {
             let mut q = st.q.lock();
-            (std::mem::take(&mut q.ready), q.timers.drain())
+            let free = std::mem::take(&mut q.free);
+            (std::mem::take(&mut q.ready), q.timers.drain(), free)
         };
-        drop(ready);
-        drop(timers);
+        drop((ready, timers, free));
         let hs = st.uv_handles.lock().take();
         drop(hs);
         st.uv.drain_closing();
@@ -843,11 +908,21 @@ impl LoopCore {
     }
 
     fn _unwatch_wakeup_fd(&self) {
-        let old = self.st.uv_handles.lock().as_mut().and_then(|h| h.wakeup_fd.take());
+        let old = self
+            .st
+            .uv_handles
+            .lock()
+            .as_mut()
+            .and_then(|h| h.wakeup_fd.take());
         drop(old);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(d) = self.loop_kwargs.try_lock() {
+            if let Some(d) = d.as_ref() {
+                visit.call(d)?;
+            }
+        }
         if let Some(f) = self.task_factory.try_lock() {
             if let Some(f) = f.as_ref() {
                 visit.call(f)?;
@@ -857,7 +932,7 @@ impl LoopCore {
             for h in q.ready.iter() {
                 visit.call(h)?;
             }
-            for h in q.timers.iter() {
+            for h in q.timers.iter().chain(q.free.iter()) {
                 visit.call(h)?;
             }
         }
@@ -865,16 +940,35 @@ impl LoopCore {
     }
 
     fn __clear__(&self) {
+        let kw = self.loop_kwargs.lock().take();
+        drop(kw);
         let f = self.task_factory.lock().take();
-        let (ready, timers) = {
+        let (ready, timers, free) = {
             let mut q = self.st.q.lock();
-            (std::mem::take(&mut q.ready), q.timers.drain())
+            let free = std::mem::take(&mut q.free);
+            (std::mem::take(&mut q.ready), q.timers.drain(), free)
         };
-        drop((f, ready, timers));
+        drop((f, ready, timers, free));
     }
 }
 
 impl LoopCore {
+    /// `{'loop': self}`, built once: calling a type with keyword arguments
+    /// through vectorcall would build a new kwargs dict on every call, while
+    /// `PyObject_Call` hands this one to `__init__` as is (which only reads it).
+    /// (`Future()` without `loop=` would look up the running loop instead,
+    /// which costs a getpid() system call per call on CPython 3.11.)
+    fn loop_kwargs<'py>(&self, slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        if let Some(d) = self.loop_kwargs.lock().as_ref() {
+            return Ok(d.bind(py).clone());
+        }
+        let d = PyDict::new(py);
+        d.set_item("loop", slf)?;
+        *self.loop_kwargs.lock() = Some(d.clone().unbind());
+        Ok(d)
+    }
+
     /// `Task(coro, loop=self, **kwargs)`.
     fn new_task<'py>(
         slf: &Bound<'py, Self>,
@@ -884,7 +978,7 @@ impl LoopCore {
         let py = slf.py();
         let task = cached(py, &TASK_TYPE, "asyncio.tasks", "Task")?;
         match kwargs {
-            None => capi::call_kw(task, &[coro.as_ptr(), slf.as_ptr()], kw_loop(py)),
+            None => task.call((coro,), Some(&slf.get().loop_kwargs(slf)?)),
             Some(kw) => {
                 let kw = kw.copy()?;
                 kw.set_item("loop", slf)?;

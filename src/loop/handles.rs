@@ -95,7 +95,9 @@ fn fill_common(
     let s = &t.slots;
     let p = obj.as_ptr();
     let none = obj.py().None();
-    let st = source_traceback.map(|b| b.as_ptr()).unwrap_or(none.as_ptr());
+    let st = source_traceback
+        .map(|b| b.as_ptr())
+        .unwrap_or(none.as_ptr());
     // SAFETY: obj is a fresh instance of a registered subclass of asyncio.Handle
     // with asyncio's layout (checked in _set_handle_types); the offsets come
     // from that layout; every value is a live object.
@@ -110,8 +112,9 @@ fn fill_common(
     }
 }
 
-/// A new `uvrs.Handle`.
+/// A `uvrs.Handle`: `reuse` (a recycled one, see `recycle`) or a new one.
 pub fn new_handle<'py>(
+    reuse: Option<Py<PyAny>>,
     callback: &Bound<'py, PyAny>,
     args: &Bound<'py, PyTuple>,
     loop_: &Bound<'py, PyAny>,
@@ -119,9 +122,32 @@ pub fn new_handle<'py>(
     source_traceback: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let t = types()?;
-    let obj = capi::alloc_instance(t.handle.bind(callback.py()))?;
+    let obj = match reuse {
+        Some(h) => h.into_bound(callback.py()),
+        None => capi::alloc_instance(t.handle.bind(callback.py()))?,
+    };
     fill_common(t, &obj, callback, args, loop_, context, source_traceback);
     Ok(obj)
+}
+
+/// After a handle ran: if the loop held its only reference, drop what it
+/// refers to and return it for reuse (a free list, as uvloop's Cython handles
+/// have). A handle anyone else can still see is never recycled.
+pub fn recycle(t: &HandleTypes, handle: Py<PyAny>, py: Python<'_>) -> Option<Py<PyAny>> {
+    let b = handle.bind(py);
+    if !b.get_type().is(t.handle.bind(py)) || !capi::is_unshared(b) {
+        return None;
+    }
+    let none = py.None();
+    // SAFETY: b is an instance of the registered Handle class (asyncio layout)
+    // that nobody else references; clearing its slots releases the callback
+    // and arguments now, as dropping the handle would.
+    unsafe {
+        capi::slot_set(b.as_ptr(), t.slots.callback, none.as_ptr());
+        capi::slot_set(b.as_ptr(), t.slots.args, none.as_ptr());
+        capi::slot_set(b.as_ptr(), t.slots.context, none.as_ptr());
+    }
+    Some(handle)
 }
 
 /// A new `uvrs.TimerHandle` due at `when` (the object stored as `_when`).
@@ -179,7 +205,9 @@ pub fn run<'py>(t: &HandleTypes, handle: &Bound<'py, PyAny>) -> PyResult<()> {
         let args = capi::slot_get(p, t.slots.args);
         let ctx = capi::slot_get(p, t.slots.context);
         if cb.is_null() || args.is_null() || ctx.is_null() || ffi::PyTuple_Check(args) == 0 {
-            return Err(PyRuntimeError::new_err("uvrs: handle is missing its callback"));
+            return Err(PyRuntimeError::new_err(
+                "uvrs: handle is missing its callback",
+            ));
         }
         let args = Borrowed::from_ptr(py, args).cast_unchecked::<PyTuple>();
         capi::call_in_context(py, ctx, cb, &args).map(drop)

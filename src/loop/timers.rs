@@ -193,7 +193,10 @@ mod tests {
         assert!(h.should_compact());
         let gone = h.compact(|v| v % 2 == 0);
         assert_eq!(gone.len(), 100);
-        assert_eq!(pop_all(&mut h), (0..200).filter(|v| v % 2 == 1).collect::<Vec<_>>());
+        assert_eq!(
+            pop_all(&mut h),
+            (0..200).filter(|v| v % 2 == 1).collect::<Vec<_>>()
+        );
     }
 
     #[test]

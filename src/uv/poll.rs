@@ -28,15 +28,15 @@ impl Poll {
     pub fn new(lp: &Loop, sock: OsSock, cb: PollCallback) -> Result<Poll, UvError> {
         let raw_loop = lp.raw();
         // SAFETY: raw_loop is initialised and outlives the handle; p is zeroed.
-        let h = HandleBox::init(cb, |p| unsafe { sys::uv_poll_init_socket(raw_loop, p, sock) })?;
+        let h = HandleBox::init(cb, |p| unsafe {
+            sys::uv_poll_init_socket(raw_loop, p, sock)
+        })?;
         Ok(Poll { h })
     }
 
     unsafe extern "C" fn trampoline(p: *mut sys::uv_poll_t, status: i32, events: i32) {
         // SAFETY: p is this handle, initialised with a PollCallback payload.
-        unsafe {
-            with_payload::<PollCallback>(p as *mut sys::uv_handle_t, |cb| cb(status, events))
-        }
+        unsafe { with_payload::<PollCallback>(p as *mut sys::uv_handle_t, |cb| cb(status, events)) }
     }
 
     /// Watch for `events` (READABLE | WRITABLE).

@@ -27,8 +27,8 @@ pub struct Loop {
 impl Loop {
     /// Allocate and initialise a new loop.
     pub fn new() -> Result<Loop, UvError> {
-        let raw = Box::into_raw(Box::new(MaybeUninit::<sys::uv_loop_t>::zeroed()))
-            as *mut sys::uv_loop_t;
+        let raw =
+            Box::into_raw(Box::new(MaybeUninit::<sys::uv_loop_t>::zeroed())) as *mut sys::uv_loop_t;
         // SAFETY: `raw` points to writable, zeroed memory the size of a uv_loop_t.
         let rc = unsafe { sys::uv_loop_init(raw) };
         if rc < 0 {
@@ -79,6 +79,14 @@ impl Loop {
     pub fn backend_timeout(&self) -> i32 {
         // SAFETY: the loop is initialised.
         unsafe { sys::uv_backend_timeout(self.raw) }
+    }
+
+    /// How many referenced handles are active, and how many requests
+    /// (threadpool work, DNS, writes...) are in flight.
+    pub fn activity(&self) -> (u32, u32) {
+        // SAFETY: the loop is initialised; active_handles and active_reqs are
+        // public counters of uv_loop_t, read on the loop's own thread.
+        unsafe { ((*self.raw).active_handles, (*self.raw).active_reqs.count) }
     }
 
     /// Whether any referenced handle or request is active.
