@@ -10,7 +10,9 @@ pub mod uv;
 fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     r#loop::core::register(m)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_set_handle_types, m)?)?;
+    m.add_function(wrap_pyfunction!(r#loop::handles::_cancel_handle, m)?)?;
     let (major, minor, patch) = uv::version();
     m.add("LIBUV_VERSION", format!("{major}.{minor}.{patch}"))?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn slot_offset(cls: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
         let m = (*d).d_member as *const ffi::PyMemberDef;
         (*m).offset
     };
-    Ok(off as isize)
+    Ok(off)
 }
 
 /// Borrowed pointer to a slot value (may be null if never set).

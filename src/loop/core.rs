@@ -93,6 +93,8 @@ struct State {
     pyself: AtomicPtr<ffi::PyObject>,
     clock_resolution: f64,
     py_minor: u8,
+    /// `create_task(coro, **kwargs)` passes every keyword through (3.13.3+).
+    create_task_kwargs: bool,
 }
 
 static FUTURE_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -141,6 +143,7 @@ impl State {
             pyself: AtomicPtr::new(std::ptr::null_mut()),
             clock_resolution,
             py_minor: py.version_info().minor,
+            create_task_kwargs: py.version_info() >= (3, 13, 3),
         });
         let hs = UvHandles::new(&st.uv, Arc::downgrade(&st)).map_err(uv_err)?;
         *st.uv_handles.lock() = Some(hs);
@@ -375,10 +378,20 @@ impl State {
         t: &HandleTypes,
         h: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        // asyncio's default exception handler reports where the running handle
+        // was created, from `loop._current_handle` (debug mode only).
+        let me = self.pyself(py);
+        if let Some(me) = &me {
+            me.setattr(pyo3::intern!(py, "_current_handle"), h)?;
+        }
         let t0 = self.time(py)?;
-        self.run_handle(py, t, h)?;
+        let res = self.run_handle(py, t, h);
         let dt = self.time(py)? - t0;
-        if let Some(me) = self.pyself(py) {
+        if let Some(me) = &me {
+            me.setattr(pyo3::intern!(py, "_current_handle"), py.None())?;
+        }
+        res?;
+        if let Some(me) = me {
             let limit: f64 = me.getattr("slow_callback_duration")?.extract()?;
             if dt >= limit {
                 me.call_method1("_report_slow_callback", (h, dt))?;
@@ -707,10 +720,10 @@ impl LoopCore {
 
     /// Called by `TimerHandle.cancel()` before it marks itself cancelled.
     fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
-        if handle
+        let scheduled = handle
             .getattr(pyo3::intern!(handle.py(), "_scheduled"))?
-            .is_truthy()?
-        {
+            .is_truthy()?;
+        if scheduled {
             self.st.q.lock().timers.note_cancelled();
         }
         Ok(())
@@ -734,8 +747,8 @@ impl LoopCore {
         let kwargs = kwargs.filter(|k| !k.is_empty());
         let factory = this.task_factory.lock().as_ref().map(|f| f.clone_ref(py));
         let minor = this.st.py_minor;
-        if minor >= 13 {
-            // 3.13+: every keyword goes to the factory or to Task as given.
+        if this.st.create_task_kwargs {
+            // 3.13.3+: every keyword goes to the factory or to Task as given.
             return match factory {
                 Some(f) => f.bind(py).call((slf, coro), kwargs),
                 None => Self::new_task(slf, coro, kwargs),
@@ -771,7 +784,10 @@ impl LoopCore {
                         f.bind(py).call((slf, coro), Some(&kw))?
                     }
                 };
-                if let Some(n) = name {
+                if minor == 13 {
+                    // 3.13.0-3.13.2 call set_name(name) even when name is None.
+                    task.call_method1("set_name", (name,))?;
+                } else if let Some(n) = name {
                     task.call_method1("set_name", (n,))?;
                 }
                 Ok(task)
@@ -811,6 +827,12 @@ impl LoopCore {
     }
 
     fn is_closed(&self) -> bool {
+        self.st.closed.load(Ordering::Acquire)
+    }
+
+    /// asyncio loops expose this flag; some libraries and tests read it.
+    #[getter]
+    fn _closed(&self) -> bool {
         self.st.closed.load(Ordering::Acquire)
     }
 
@@ -953,6 +975,17 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    /// A timer of this loop is being cancelled (`_timer_handle_cancelled`).
+    pub(crate) fn timer_cancelled(&self, t: &HandleTypes, handle: &Bound<'_, PyAny>) {
+        if handles::is_scheduled(t, handle) {
+            self.st.q.lock().timers.note_cancelled();
+        }
+    }
+
+    pub(crate) fn debug(&self) -> bool {
+        self.st.is_debug()
+    }
+
     /// `{'loop': self}`, built once: calling a type with keyword arguments
     /// through vectorcall would build a new kwargs dict on every call, while
     /// `PyObject_Call` hands this one to `__init__` as is (which only reads it).

@@ -248,3 +248,65 @@ pub fn callback_and_args<'py>(
         (get(t.slots.callback), get(t.slots.args))
     }
 }
+
+/// `handle.cancel()` for uvrs handles: asyncio's `TimerHandle.cancel` and
+/// `Handle.cancel` steps, in order, without their Python frames.
+#[pyfunction]
+pub fn _cancel_handle(handle: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = handle.py();
+    let t = types()?;
+    let ty = handle.get_type();
+    let is_timer = ty.is_subclass(t.timer.bind(py))?;
+    if !is_timer && !ty.is_subclass(t.handle.bind(py))? {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "expected a uvrs Handle or TimerHandle",
+        ));
+    }
+    if is_cancelled(t, handle) {
+        return Ok(());
+    }
+    let p = handle.as_ptr();
+    // SAFETY: handle is an instance of a registered handle class (checked
+    // above), so it has asyncio's slots at the recorded offsets.
+    let loop_ = unsafe { capi::slot_get(p, t.slots.loop_) };
+    if loop_.is_null() {
+        return Err(PyRuntimeError::new_err("handle has no loop"));
+    }
+    // SAFETY: a non-null slot holds a live object owned by the handle.
+    let loop_ = unsafe { Bound::from_borrowed_ptr(py, loop_) };
+    let core = loop_.cast::<super::core::LoopCore>().ok();
+    if is_timer {
+        match &core {
+            Some(c) => c.get().timer_cancelled(t, handle),
+            None => {
+                loop_.call_method1("_timer_handle_cancelled", (handle,))?;
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { capi::slot_set(p, t.slots.cancelled, ffi::Py_True()) };
+    let debug = match &core {
+        Some(c) => c.get().debug(),
+        None => loop_.call_method0("get_debug")?.is_truthy()?,
+    };
+    if debug {
+        // asyncio keeps a representation for debugging in debug mode.
+        let r = handle.repr()?;
+        // SAFETY: as above.
+        unsafe { capi::slot_set(p, t.slots.repr, r.as_ptr()) };
+    }
+    let none = py.None();
+    // SAFETY: as above.
+    unsafe {
+        capi::slot_set(p, t.slots.callback, none.as_ptr());
+        capi::slot_set(p, t.slots.args, none.as_ptr());
+    }
+    Ok(())
+}
+
+/// Whether `timer._scheduled` is true (it is in its loop's heap).
+#[inline]
+pub fn is_scheduled(t: &HandleTypes, timer: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: timer is a registered TimerHandle instance.
+    unsafe { capi::slot_get(timer.as_ptr(), t.slots.scheduled) == ffi::Py_True() }
+}

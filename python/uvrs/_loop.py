@@ -1,0 +1,846 @@
+"""The uvrs event loop: native core + per-loop Python logic.
+
+``Loop`` combines the native ``_uvrs.LoopCore`` (ready queue, timers, libuv,
+``call_soon`` & co.) with ``_LoopMixin``, which implements everything that runs
+once per loop or per ``run_*`` call: the run_forever / run_until_complete /
+close wrappers, the default executor, async generator hooks, the exception
+handler and debug mode.  Behaviour follows CPython's ``asyncio`` for the
+running Python version (see docs/architecture.md for the native contract).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import warnings
+import weakref
+from asyncio import constants, coroutines, events, futures, tasks
+from asyncio.log import logger
+
+from . import _uvrs
+
+__all__ = ("Loop",)
+
+_PY311 = sys.version_info >= (3, 11)
+_PY312 = sys.version_info >= (3, 12)
+
+# Number of stack entries captured by coroutine origin tracking in debug mode.
+_DEBUG_STACK_DEPTH = getattr(constants, "DEBUG_STACK_DEPTH", 10)
+
+# 3.14 deprecates asyncio.iscoroutinefunction; asyncio itself uses the private one.
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", None)
+if _iscoroutinefunction is None:  # Python < 3.14
+    _iscoroutinefunction = coroutines.iscoroutinefunction
+
+# asyncio.timeout() is new in 3.11; 3.10 falls back to wait_for().
+_timeout_cm = getattr(asyncio, "timeout", None)
+
+_TRACK_TCP = "TCP"
+_TRACK_LOCAL = "Unix sockets, pipes & UDP"
+_TRACK_PROC = "subprocesses & signals"
+_TRACK_TLS = "TLS"
+
+
+def _not_implemented(capability: str, track: str) -> NotImplementedError:
+    return NotImplementedError(f"uvrs: {capability} is not implemented yet (tracked: {track})")
+
+
+def _format_handle(handle):
+    """Same text as asyncio's slow-callback warning uses for a handle."""
+    callback = handle._callback
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        return repr(owner)
+    return str(handle)
+
+
+def _run_until_complete_cb(fut):
+    if not fut.cancelled():
+        exc = fut.exception()
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            # run_forever() is already unwinding with this exception.
+            return
+    futures._get_loop(fut).stop()
+
+
+def _set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+def _set_exception_unless_cancelled(fut, exc):
+    if not fut.cancelled():
+        fut.set_exception(exc)
+
+
+class _LoopMixin:
+    """Per-loop Python logic of ``uvrs.Loop`` (no per-callback work here)."""
+
+    # Class-level defaults keep close() / __del__ / __repr__ safe on objects
+    # whose __init__ did not run (e.g. a subclass forgot to call it).
+    slow_callback_duration = 0.1
+    _exception_handler = None
+    _default_executor = None
+    _executor_shutdown_called = False
+    _asyncgens_shutdown_called = False
+    _old_agen_hooks = None
+    _thread_id = None
+    _current_handle = None
+    _coroutine_origin_tracking_enabled = False
+    _coroutine_origin_tracking_saved_depth = None
+    _wakeup_pair = None
+    _wakeup_installed = False
+
+    def __init__(self):
+        # In debug mode, a callback or task step slower than this (seconds)
+        # is logged by the native core through _report_slow_callback().
+        self.slow_callback_duration = 0.1
+        self._exception_handler = None
+        self._default_executor = None
+        self._executor_shutdown_called = False
+        # Weak set of the asynchronous generators iterated by this loop.
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._old_agen_hooks = None
+        # Identifier of the thread running the loop, None when not running.
+        self._thread_id = None
+        self._clock_resolution = time.get_clock_info("monotonic").resolution
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        # Lazily created (rsock, wsock) socketpair for signal.set_wakeup_fd().
+        self._wakeup_pair = None
+        self._wakeup_installed = False
+        self.set_debug(coroutines._is_debug_mode())
+
+    def __repr__(self):
+        return (
+            f"<{self.__class__.__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    def __del__(self, _warn=warnings.warn):
+        try:
+            closed = self.is_closed()
+        except Exception:
+            return  # native part not initialised: nothing to release
+        if not closed:
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not self.is_running():
+                self.close()
+
+    # Mirror of the native debug flag for code that reaches for loop._debug
+    # (asyncio's own attribute); assigning it skips origin tracking, like asyncio.
+    @property
+    def _debug(self):
+        return self.get_debug()
+
+    @_debug.setter
+    def _debug(self, value):
+        self._set_debug_flag(bool(value))
+
+    # ------------------------------------------------------------------
+    # Running and stopping
+
+    def _check_running(self):
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot run the event loop while another loop is running")
+
+    def _run_forever_setup(self):
+        """Everything run_forever() does before entering the native loop."""
+        self._check_closed()
+        self._check_running()
+        try:
+            self._set_coroutine_origin_tracking(self.get_debug())
+            self._old_agen_hooks = sys.get_asyncgen_hooks()
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._install_wakeup_fd()
+        except BaseException:
+            self._run_forever_cleanup()
+            raise
+
+    def _run_forever_cleanup(self):
+        """Undo _run_forever_setup(); safe after a partial setup."""
+        try:
+            self._uninstall_wakeup_fd()
+        finally:
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            old_hooks = self._old_agen_hooks
+            if old_hooks is not None:
+                self._old_agen_hooks = None
+                sys.set_asyncgen_hooks(*old_hooks)
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._run_forever_setup()
+        try:
+            self._run_native()
+        finally:
+            self._run_forever_cleanup()
+
+    def run_until_complete(self, future):
+        """Run until the Future is done.
+
+        If the argument is a coroutine, it is wrapped in a Task.
+
+        Return the Future's result, or raise its exception.
+        """
+        self._check_closed()
+        self._check_running()
+
+        new_task = not futures.isfuture(future)
+        future = tasks.ensure_future(future, loop=self)
+        if new_task:
+            # An exception is raised if the future didn't complete, so there
+            # is no need to log the "destroy pending task" message.
+            future._log_destroy_pending = False
+
+        future.add_done_callback(_run_until_complete_cb)
+        try:
+            self.run_forever()
+        except BaseException:
+            if new_task and future.done() and not future.cancelled():
+                # The coroutine raised a BaseException.  Consume it so that it
+                # is not logged: the caller has no access to the local task.
+                future.exception()
+            raise
+        finally:
+            future.remove_done_callback(_run_until_complete_cb)
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+
+        return future.result()
+
+    def close(self):
+        """Close the event loop.
+
+        Drops pending callbacks and timers, releases the libuv loop and shuts
+        down the default executor without waiting for it.  The loop must not
+        be running.
+        """
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self.get_debug():
+            logger.debug("Close %r", self)
+        self._close_native()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+        self._close_wakeup_pair()
+
+    # ------------------------------------------------------------------
+    # Ctrl-C / Python signal handlers while the loop sleeps in libuv
+
+    def _install_wakeup_fd(self):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        pair = self._wakeup_pair
+        if pair is None:
+            try:
+                rsock, wsock = socket.socketpair()
+            except OSError:
+                return
+            rsock.setblocking(False)
+            wsock.setblocking(False)
+            pair = self._wakeup_pair = (rsock, wsock)
+        wfd = pair[1].fileno()
+        try:
+            previous = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            # Not the main interpreter, or signals unsupported here.
+            return
+        if previous not in (-1, wfd):
+            # Someone else owns the wakeup fd: give it back untouched.
+            signal.set_wakeup_fd(previous)
+            return
+        try:
+            # The socket object itself: the core drains it with recv() (Windows-safe).
+            self._watch_wakeup_fd(pair[0])
+        except BaseException:
+            signal.set_wakeup_fd(-1)
+            raise
+        self._wakeup_installed = True
+
+    def _uninstall_wakeup_fd(self):
+        if not self._wakeup_installed:
+            return
+        self._wakeup_installed = False
+        try:
+            self._unwatch_wakeup_fd()
+        finally:
+            current = signal.set_wakeup_fd(-1)
+            if current not in (-1, self._wakeup_pair[1].fileno()):
+                # Replaced by someone else while we ran: keep theirs.
+                signal.set_wakeup_fd(current)
+
+    def _close_wakeup_pair(self):
+        pair = self._wakeup_pair
+        if pair is not None:
+            self._wakeup_pair = None
+            for sock in pair:
+                sock.close()
+
+    # ------------------------------------------------------------------
+    # Debug mode
+
+    def set_debug(self, enabled):
+        self._set_debug_flag(bool(enabled))
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
+
+    def _set_coroutine_origin_tracking(self, enabled):
+        if bool(enabled) == bool(self._coroutine_origin_tracking_enabled):
+            return
+        if enabled:
+            self._coroutine_origin_tracking_saved_depth = sys.get_coroutine_origin_tracking_depth()
+            sys.set_coroutine_origin_tracking_depth(_DEBUG_STACK_DEPTH)
+        else:
+            sys.set_coroutine_origin_tracking_depth(self._coroutine_origin_tracking_saved_depth)
+        self._coroutine_origin_tracking_enabled = enabled
+
+    def _check_callback(self, callback, method):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
+            raise TypeError(f"coroutines cannot be used with {method}()")
+        if not callable(callback):
+            raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
+
+    def _check_thread(self):
+        """Raise if called from a thread other than the one running the loop."""
+        thread_id = self._thread_id
+        if thread_id is None:
+            return
+        if threading.get_ident() != thread_id:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other than the current one"
+            )
+
+    def _report_slow_callback(self, handle, seconds):
+        logger.warning("Executing %s took %.3f seconds", _format_handle(handle), seconds)
+
+    # ------------------------------------------------------------------
+    # Executor
+
+    def _check_default_executor(self):
+        if self._executor_shutdown_called:
+            raise RuntimeError("Executor shutdown has been called")
+
+    def run_in_executor(self, executor, func, *args):
+        self._check_closed()
+        if self.get_debug():
+            self._check_callback(func, "run_in_executor")
+        if executor is None:
+            executor = self._default_executor
+            # Only check when the default executor is being used.
+            self._check_default_executor()
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = executor
+        return futures.wrap_future(executor.submit(func, *args), loop=self)
+
+    def set_default_executor(self, executor):
+        if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            if _PY311:
+                raise TypeError("executor must be ThreadPoolExecutor instance")
+            warnings.warn(
+                "Using the default executor that is not an instance of "
+                "ThreadPoolExecutor is deprecated and will be prohibited "
+                "in Python 3.9",
+                DeprecationWarning,
+                2,
+            )
+        self._default_executor = executor
+
+    async def shutdown_default_executor(self, timeout=None):
+        """Schedule the shutdown of the default executor.
+
+        *timeout* is how long the executor is given to join its threads;
+        None (the default) means no limit.  On timeout a RuntimeWarning is
+        emitted and the executor is shut down without waiting.
+        """
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is None:
+            return
+        future = self.create_future()
+        thread = threading.Thread(target=self._do_shutdown, args=(future, executor))
+        thread.start()
+        try:
+            if timeout is None:
+                await future
+            elif _timeout_cm is not None:
+                async with _timeout_cm(timeout):
+                    await future
+            else:
+                await tasks.wait_for(future, timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            warnings.warn(
+                f"The executor did not finishing joining its threads within {timeout} seconds.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            executor.shutdown(wait=False)
+        else:
+            thread.join()
+
+    def _do_shutdown(self, future, executor=None):
+        if executor is None:
+            executor = self._default_executor
+        try:
+            executor.shutdown(wait=True)
+            if not self.is_closed():
+                self.call_soon_threadsafe(_set_result_unless_cancelled, future, None)
+        except Exception as ex:
+            if not self.is_closed() and not future.cancelled():
+                self.call_soon_threadsafe(_set_exception_unless_cancelled, future, ex)
+
+    # ------------------------------------------------------------------
+    # Asynchronous generators
+
+    def _asyncgen_finalizer_hook(self, agen):
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon_threadsafe(self.create_task, agen.aclose())
+
+    def _asyncgen_firstiter_hook(self, agen):
+        if self._asyncgens_shutdown_called:
+            warnings.warn(
+                f"asynchronous generator {agen!r} was scheduled after "
+                f"loop.shutdown_asyncgens() call",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+        self._asyncgens.add(agen)
+
+    async def shutdown_asyncgens(self):
+        """Shutdown all active asynchronous generators."""
+        self._asyncgens_shutdown_called = True
+
+        if not len(self._asyncgens):
+            return
+
+        closing_agens = list(self._asyncgens)
+        self._asyncgens.clear()
+
+        results = await tasks.gather(*[ag.aclose() for ag in closing_agens], return_exceptions=True)
+
+        for result, agen in zip(results, closing_agens):
+            if isinstance(result, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": f"an error occurred during closing of "
+                        f"asynchronous generator {agen!r}",
+                        "exception": result,
+                        "asyncgen": agen,
+                    }
+                )
+
+    # ------------------------------------------------------------------
+    # Exception handling
+
+    def get_exception_handler(self):
+        """Return the exception handler, or None if the default one is in use."""
+        return self._exception_handler
+
+    def set_exception_handler(self, handler):
+        """Set *handler* (``handler(loop, context)``) as the exception handler.
+
+        None restores the default handler.
+        """
+        if handler is not None and not callable(handler):
+            raise TypeError(f"A callable object or None is expected, got {handler!r}")
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context):
+        """Default exception handler: log *context* on the 'asyncio' logger.
+
+        In debug mode the traceback of where the failing handle / future was
+        created is appended, when known.
+        """
+        message = context.get("message")
+        if not message:
+            message = "Unhandled exception in event loop"
+
+        exception = context.get("exception")
+        if exception is not None:
+            exc_info = (type(exception), exception, exception.__traceback__)
+        else:
+            exc_info = False
+
+        current = self._current_handle
+        if "source_traceback" not in context and current is not None and current._source_traceback:
+            context["handle_traceback"] = current._source_traceback
+
+        log_lines = [message]
+        for key in sorted(context):
+            if key in {"message", "exception"}:
+                continue
+            value = context[key]
+            if key == "source_traceback":
+                tb = "".join(traceback.format_list(value))
+                value = "Object created at (most recent call last):\n"
+                value += tb.rstrip()
+            elif key == "handle_traceback":
+                tb = "".join(traceback.format_list(value))
+                value = "Handle created at (most recent call last):\n"
+                value += tb.rstrip()
+            else:
+                value = repr(value)
+            log_lines.append(f"{key}: {value}")
+
+        logger.error("\n".join(log_lines), exc_info=exc_info)
+
+    def call_exception_handler(self, context):
+        """Call the loop's exception handler with *context* (a dict).
+
+        Keys: 'message', and optionally 'exception', 'future', 'task',
+        'handle', 'protocol', 'transport', 'socket', 'asyncgen',
+        'source_traceback', 'handle_traceback'.
+        """
+        handler = self._exception_handler
+        if handler is None:
+            try:
+                self.default_exception_handler(context)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                # Guard against bugs in (possibly overridden) default handler.
+                logger.error("Exception in default exception handler", exc_info=True)
+            return
+
+        try:
+            if _PY312:
+                self._run_handler_in_context(handler, context)
+            else:
+                handler(self, context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            # The custom handler failed: fall back to the default one.
+            try:
+                self.default_exception_handler(
+                    {
+                        "message": "Unhandled error in exception handler",
+                        "exception": exc,
+                        "context": context,
+                    }
+                )
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error(
+                    "Exception in default exception handler "
+                    "while handling an unexpected error "
+                    "in custom exception handler",
+                    exc_info=True,
+                )
+
+    def _run_handler_in_context(self, handler, context):
+        # 3.12+: run the handler in the context of the task / future / handle
+        # the error is about ('future' may hold a Task).
+        thing = context.get("task")
+        if thing is None:
+            thing = context.get("future")
+        if thing is None:
+            thing = context.get("handle")
+        ctx = None
+        if thing is not None and hasattr(thing, "get_context"):
+            ctx = thing.get_context()
+        if ctx is not None and hasattr(ctx, "run"):
+            ctx.run(handler, self, context)
+        else:
+            handler(self, context)
+
+    # ------------------------------------------------------------------
+    # DNS (thread pool, exactly like asyncio)
+
+    def _getaddrinfo_debug(self, host, port, family, type, proto, flags):
+        msg = [f"{host}:{port!r}"]
+        if family:
+            msg.append(f"family={family!r}")
+        if type:
+            msg.append(f"type={type!r}")
+        if proto:
+            msg.append(f"proto={proto!r}")
+        if flags:
+            msg.append(f"flags={flags!r}")
+        msg = ", ".join(msg)
+        logger.debug("Get address info %s", msg)
+
+        t0 = self.time()
+        addrinfo = socket.getaddrinfo(host, port, family, type, proto, flags)
+        dt = self.time() - t0
+
+        msg = f"Getting address info {msg} took {dt * 1e3:.3f}ms: {addrinfo!r}"
+        if dt >= self.slow_callback_duration:
+            logger.info(msg)
+        else:
+            logger.debug(msg)
+        return addrinfo
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        if self.get_debug():
+            getaddr_func = self._getaddrinfo_debug
+        else:
+            getaddr_func = socket.getaddrinfo
+        return await self.run_in_executor(
+            None, getaddr_func, host, port, family, type, proto, flags
+        )
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
+
+    # ------------------------------------------------------------------
+    # I/O not implemented by the native core yet
+
+    async def create_connection(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        ssl=None,
+        family=0,
+        proto=0,
+        flags=0,
+        sock=None,
+        local_addr=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        happy_eyeballs_delay=None,
+        interleave=None,
+        all_errors=False,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.create_connection()", _TRACK_TCP)
+
+    async def create_server(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        family=socket.AF_UNSPEC,
+        flags=socket.AI_PASSIVE,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        reuse_address=None,
+        reuse_port=None,
+        keep_alive=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.create_server()", _TRACK_TCP)
+
+    async def connect_accepted_socket(
+        self,
+        protocol_factory,
+        sock,
+        *,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.connect_accepted_socket()", _TRACK_TCP)
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        self._check_closed()
+        raise _not_implemented("loop.sendfile()", _TRACK_TCP)
+
+    async def start_tls(
+        self,
+        transport,
+        protocol,
+        sslcontext,
+        *,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.start_tls()", _TRACK_TLS)
+
+    async def create_unix_connection(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        ssl=None,
+        sock=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.create_unix_connection()", _TRACK_LOCAL)
+
+    async def create_unix_server(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+        cleanup_socket=True,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.create_unix_server()", _TRACK_LOCAL)
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory,
+        local_addr=None,
+        remote_addr=None,
+        *,
+        family=0,
+        proto=0,
+        flags=0,
+        reuse_address=None,
+        reuse_port=None,
+        allow_broadcast=None,
+        sock=None,
+    ):
+        # reuse_address: deprecated in 3.10 (True is rejected), gone in 3.11+
+        # where asyncio raises TypeError for it; kept here for typeshed parity.
+        self._check_closed()
+        raise _not_implemented("loop.create_datagram_endpoint()", _TRACK_LOCAL)
+
+    async def connect_read_pipe(self, protocol_factory, pipe):
+        self._check_closed()
+        raise _not_implemented("loop.connect_read_pipe()", _TRACK_LOCAL)
+
+    async def connect_write_pipe(self, protocol_factory, pipe):
+        self._check_closed()
+        raise _not_implemented("loop.connect_write_pipe()", _TRACK_LOCAL)
+
+    async def subprocess_shell(
+        self,
+        protocol_factory,
+        cmd,
+        *,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=False,
+        shell=True,
+        bufsize=0,
+        encoding=None,
+        errors=None,
+        text=None,
+        **kwargs,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.subprocess_shell()", _TRACK_PROC)
+
+    async def subprocess_exec(
+        self,
+        protocol_factory,
+        program,
+        *args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=False,
+        shell=False,
+        bufsize=0,
+        encoding=None,
+        errors=None,
+        text=None,
+        **kwargs,
+    ):
+        self._check_closed()
+        raise _not_implemented("loop.subprocess_exec()", _TRACK_PROC)
+
+    def add_reader(self, fd, callback, *args):
+        self._check_closed()
+        raise _not_implemented("loop.add_reader()", _TRACK_TCP)
+
+    def remove_reader(self, fd):
+        self._check_closed()
+        raise _not_implemented("loop.remove_reader()", _TRACK_TCP)
+
+    def add_writer(self, fd, callback, *args):
+        self._check_closed()
+        raise _not_implemented("loop.add_writer()", _TRACK_TCP)
+
+    def remove_writer(self, fd):
+        self._check_closed()
+        raise _not_implemented("loop.remove_writer()", _TRACK_TCP)
+
+    async def sock_recv(self, sock, n):
+        self._check_closed()
+        raise _not_implemented("loop.sock_recv()", _TRACK_TCP)
+
+    async def sock_recv_into(self, sock, buf):
+        self._check_closed()
+        raise _not_implemented("loop.sock_recv_into()", _TRACK_TCP)
+
+    async def sock_recvfrom(self, sock, bufsize):
+        self._check_closed()
+        raise _not_implemented("loop.sock_recvfrom()", _TRACK_LOCAL)
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        self._check_closed()
+        raise _not_implemented("loop.sock_recvfrom_into()", _TRACK_LOCAL)
+
+    async def sock_sendall(self, sock, data):
+        self._check_closed()
+        raise _not_implemented("loop.sock_sendall()", _TRACK_TCP)
+
+    async def sock_sendto(self, sock, data, address):
+        self._check_closed()
+        raise _not_implemented("loop.sock_sendto()", _TRACK_LOCAL)
+
+    async def sock_connect(self, sock, address):
+        self._check_closed()
+        raise _not_implemented("loop.sock_connect()", _TRACK_TCP)
+
+    async def sock_accept(self, sock):
+        self._check_closed()
+        raise _not_implemented("loop.sock_accept()", _TRACK_TCP)
+
+    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
+        self._check_closed()
+        raise _not_implemented("loop.sock_sendfile()", _TRACK_TCP)
+
+    def add_signal_handler(self, sig, callback, *args):
+        self._check_closed()
+        raise _not_implemented("loop.add_signal_handler()", _TRACK_PROC)
+
+    def remove_signal_handler(self, sig):
+        self._check_closed()
+        raise _not_implemented("loop.remove_signal_handler()", _TRACK_PROC)
+
+
+# The public, typed signatures of Loop live in __init__.pyi.
+class Loop(_uvrs.LoopCore, _LoopMixin, asyncio.AbstractEventLoop):  # type: ignore[misc]
+    """asyncio event loop on libuv, implemented in Rust."""

