@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod r#loop;
+mod transports;
 pub mod uv;
 
 #[pymodule]
@@ -11,6 +12,8 @@ fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     r#loop::core::register(m)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_set_handle_types, m)?)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_cancel_handle, m)?)?;
+    m.add_class::<transports::tcp::TcpTransportCore>()?;
+    m.add_class::<transports::server::TcpListener>()?;
     let (major, minor, patch) = uv::version();
     m.add("LIBUV_VERSION", format!("{major}.{minor}.{patch}"))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

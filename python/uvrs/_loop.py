@@ -25,6 +25,7 @@ from asyncio import constants, coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _uvrs
+from ._tcp import TcpMixin
 
 __all__ = ("Loop",)
 
@@ -612,61 +613,6 @@ class _LoopMixin:
     # ------------------------------------------------------------------
     # I/O not implemented by the native core yet
 
-    async def create_connection(
-        self,
-        protocol_factory,
-        host=None,
-        port=None,
-        *,
-        ssl=None,
-        family=0,
-        proto=0,
-        flags=0,
-        sock=None,
-        local_addr=None,
-        server_hostname=None,
-        ssl_handshake_timeout=None,
-        ssl_shutdown_timeout=None,
-        happy_eyeballs_delay=None,
-        interleave=None,
-        all_errors=False,
-    ):
-        self._check_closed()
-        raise _not_implemented("loop.create_connection()", _TRACK_TCP)
-
-    async def create_server(
-        self,
-        protocol_factory,
-        host=None,
-        port=None,
-        *,
-        family=socket.AF_UNSPEC,
-        flags=socket.AI_PASSIVE,
-        sock=None,
-        backlog=100,
-        ssl=None,
-        reuse_address=None,
-        reuse_port=None,
-        keep_alive=None,
-        ssl_handshake_timeout=None,
-        ssl_shutdown_timeout=None,
-        start_serving=True,
-    ):
-        self._check_closed()
-        raise _not_implemented("loop.create_server()", _TRACK_TCP)
-
-    async def connect_accepted_socket(
-        self,
-        protocol_factory,
-        sock,
-        *,
-        ssl=None,
-        ssl_handshake_timeout=None,
-        ssl_shutdown_timeout=None,
-    ):
-        self._check_closed()
-        raise _not_implemented("loop.connect_accepted_socket()", _TRACK_TCP)
-
     async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
         self._check_closed()
         raise _not_implemented("loop.sendfile()", _TRACK_TCP)
@@ -842,5 +788,5 @@ class _LoopMixin:
 
 
 # The public, typed signatures of Loop live in __init__.pyi.
-class Loop(_uvrs.LoopCore, _LoopMixin, asyncio.AbstractEventLoop):  # type: ignore[misc]
+class Loop(_uvrs.LoopCore, TcpMixin, _LoopMixin, asyncio.AbstractEventLoop):  # type: ignore[misc]
     """asyncio event loop on libuv, implemented in Rust."""

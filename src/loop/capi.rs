@@ -211,3 +211,44 @@ pub fn monotonic(py: Python<'_>) -> PyResult<f64> {
     })?;
     f.bind(py).call0()?.extract()
 }
+
+/// A bytes-like object's memory, held through the buffer protocol
+/// (`PyObject_GetBuffer(PyBUF_SIMPLE)`, which accepts every contiguous
+/// bytes-like object). Released on drop, which must happen with the GIL held.
+pub struct SimpleBuffer {
+    view: Box<ffi::Py_buffer>,
+}
+
+impl SimpleBuffer {
+    pub fn get(obj: &Bound<'_, PyAny>) -> PyResult<SimpleBuffer> {
+        // SAFETY: Py_buffer is plain data, valid zeroed before GetBuffer fills it.
+        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: obj is live; on success the view holds a new reference to it
+        // and must be released exactly once (Drop).
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_SIMPLE) } < 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(SimpleBuffer { view })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        if self.view.len == 0 || self.view.buf.is_null() {
+            return &[];
+        }
+        // SAFETY: a PyBUF_SIMPLE view is one contiguous block of `len` bytes that
+        // stays valid until the view is released.
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
+    }
+
+    pub fn readonly(&self) -> bool {
+        self.view.readonly != 0
+    }
+}
+
+impl Drop for SimpleBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer and is
+        // released once; owners drop it only with the GIL held.
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) }
+    }
+}

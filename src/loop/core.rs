@@ -73,7 +73,7 @@ struct UvHandles {
 /// Locking rule: `q` and `uv_handles` are never held at the same time, and no
 /// Python code runs (no call, no allocation of Python objects, no decref that
 /// could free one) while either is held.
-struct State {
+pub(crate) struct State {
     /// Declared before `uv` so the handles close before the loop is freed.
     uv_handles: Mutex<Option<UvHandles>>,
     uv: uv::Loop,
@@ -116,7 +116,7 @@ fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
 
-fn must_leave_loop(py: Python<'_>, e: &PyErr) -> bool {
+pub(crate) fn must_leave_loop(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py)
 }
 
@@ -158,7 +158,7 @@ impl State {
         }
     }
 
-    fn is_debug(&self) -> bool {
+    pub(crate) fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
 
@@ -183,8 +183,19 @@ impl State {
         }
     }
 
+    /// The libuv loop (transports create their handles on it).
+    pub(crate) fn uv(&self) -> &uv::Loop {
+        &self.uv
+    }
+
+    /// Take the GIL back if the poll released it. Every libuv callback that
+    /// touches Python calls this first.
+    pub(crate) fn ensure_gil(&self) {
+        self.gil.ensure();
+    }
+
     /// Stop the loop with an exception that must leave `run_forever`.
-    fn fail(&self, e: PyErr) {
+    pub(crate) fn fail(&self, e: PyErr) {
         let mut p = self.pending.lock();
         if p.is_none() {
             *p = Some(e);
@@ -984,6 +995,11 @@ impl LoopCore {
 
     pub(crate) fn debug(&self) -> bool {
         self.st.is_debug()
+    }
+
+    /// The shared loop state, for transports.
+    pub(crate) fn state(&self) -> Arc<State> {
+        self.st.clone()
     }
 
     /// `{'loop': self}`, built once: calling a type with keyword arguments

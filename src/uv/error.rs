@@ -17,6 +17,17 @@ impl UvError {
         }
     }
 
+    /// End of stream (`UV_EOF`).
+    pub fn is_eof(&self) -> bool {
+        self.0 == libuv_sys2::uv_errno_t_UV_EOF
+    }
+
+    /// The operation was cancelled (`UV_ECANCELED`), e.g. a write pending
+    /// when its handle was closed.
+    pub fn is_cancelled(&self) -> bool {
+        self.0 == libuv_sys2::uv_errno_t_UV_ECANCELED
+    }
+
     /// The symbolic name, e.g. `EBADF`.
     pub fn name(&self) -> String {
         // SAFETY: uv_err_name returns a pointer to a static NUL-terminated string

@@ -1,0 +1,771 @@
+"""TCP: servers, connections and the transport wrapper.
+
+Per-connection work lives here (address resolution, socket set-up, protocol
+factory, connection_made); the per-read and per-write work is native
+(``_uvrs.TcpTransportCore``, ``_uvrs.TcpListener``).
+
+Sockets and ownership: a socket created or passed in Python keeps its file
+descriptor for ``get_extra_info('socket')``; libuv works on a duplicate of it.
+Both are closed when the connection is lost (or the server is closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import itertools
+import socket
+import sys
+import warnings
+import weakref
+from asyncio import futures, staggered, trsock
+from asyncio.log import logger
+
+from . import _uvrs
+
+_PY311 = sys.version_info >= (3, 11)
+_PY312 = sys.version_info >= (3, 12)
+_PY313 = sys.version_info >= (3, 13)
+_HAS_IPV6 = socket.has_ipv6
+
+# The methods of the native core that the wrapper exposes unchanged; bound to
+# each instance so that calling them costs no Python frame.
+_FAST_METHODS = (
+    "write",
+    "writelines",
+    "write_eof",
+    "can_write_eof",
+    "abort",
+    "is_closing",
+    "pause_reading",
+    "resume_reading",
+    "is_reading",
+    "get_write_buffer_size",
+    "get_write_buffer_limits",
+)
+
+
+def _tls_not_implemented():
+    return NotImplementedError(
+        "uvrs: TLS (ssl=) is not implemented yet (tracked: TLS); "
+        "use the default asyncio loop for TLS connections for now"
+    )
+
+
+class TCPTransport(asyncio.Transport):
+    """An ``asyncio.Transport`` over a libuv TCP handle."""
+
+    def __init__(self, loop, core, protocol, sock=None, extra=None, server=None):
+        super().__init__(extra)
+        self._loop = loop
+        self._core = core
+        self._sock = sock  # the Python socket object, if any
+        self._tsock = None
+        self._server = server
+        self._protocol = protocol
+        self._protocol_connected = False
+        core._attach(protocol, self, isinstance(protocol, asyncio.BufferedProtocol))
+        for name in _FAST_METHODS:
+            setattr(self, name, getattr(core, name))
+        if server is not None:
+            server._attach(self)
+
+    # The class-level methods are used when a subclass or introspection looks
+    # them up on the type; instances carry the native bound methods.
+    def write(self, data):
+        self._core.write(data)
+
+    def writelines(self, list_of_data):
+        self._core.writelines(list_of_data)
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def abort(self):
+        self._core.abort()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    def close(self):
+        self._core.close()
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+        self._core.set_protocol(protocol, isinstance(protocol, asyncio.BufferedProtocol))
+
+    def get_protocol(self):
+        return self._protocol
+
+    def get_extra_info(self, name, default=None):
+        if name in self._extra:
+            return self._extra[name]
+        if name in ("socket", "sockname", "peername"):
+            tsock = self._transport_socket()
+            if tsock is None:
+                return default
+            if name == "socket":
+                return tsock
+            try:
+                value = tsock.getsockname() if name == "sockname" else tsock.getpeername()
+            except OSError:
+                value = None
+            self._extra[name] = value
+            return value
+        return default
+
+    def _transport_socket(self):
+        if self._tsock is None:
+            sock = self._sock
+            if sock is None:
+                fd = self._core.fileno()
+                if fd < 0:
+                    return None
+                sock = self._sock = socket.socket(fileno=socket.dup(fd))
+            self._tsock = trsock.TransportSocket(sock)
+        return self._tsock
+
+    def _start(self, waiter=None):
+        """connection_made, then reading, then the waiter: asyncio's order."""
+        self._protocol_connected = True
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._core._start_reading)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._core._release()
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                server._detach(self)
+                self._server = None
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._loop is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        fd = self._core.fileno()
+        info.append(f"fd={fd}")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        core = getattr(self, "_core", None)
+        if core is not None and self._loop is not None and not core.is_closing():
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            core.abort()
+
+
+class Server(asyncio.AbstractServer):
+    """The result of ``loop.create_server()``."""
+
+    def __init__(self, loop, sockets, protocol_factory, backlog):
+        self._loop = loop
+        self._sockets = sockets
+        self._listeners = []
+        self._active_count = 0
+        self._waiters = []
+        self._protocol_factory = protocol_factory
+        self._backlog = backlog
+        self._serving = False
+        self._serving_forever_fut = None
+        self._clients = weakref.WeakSet()
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
+
+    def _attach(self, transport):
+        assert self._sockets is not None
+        self._active_count += 1
+        self._clients.add(transport)
+
+    def _detach(self, transport=None):
+        self._active_count -= 1
+        if transport is not None:
+            self._clients.discard(transport)
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+
+    def _wakeup(self):
+        waiters = self._waiters
+        self._waiters = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        for sock in self._sockets:
+            listener = _uvrs.TcpListener(
+                self._loop, socket.dup(sock.fileno()), self._on_connection, self._on_error
+            )
+            self._listeners.append(listener)
+            listener.listen(self._backlog)
+
+    def _on_connection(self, core):
+        loop = self._loop
+        try:
+            protocol = self._protocol_factory()
+            transport = TCPTransport(loop, core, protocol, server=self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            core.abort()
+            loop.call_exception_handler(
+                {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+            )
+            return
+        transport._start()
+
+    def _on_error(self, exc):
+        if isinstance(exc, OSError) and exc.errno in (
+            errno.EMFILE,
+            errno.ENFILE,
+            errno.ENOBUFS,
+            errno.ENOMEM,
+        ):
+            self._loop.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(self._sockets[0])
+                    if self._sockets
+                    else None,
+                }
+            )
+        elif self._loop.get_debug():
+            logger.debug("error on accept: %r", exc)
+
+    def get_loop(self):
+        return self._loop
+
+    def is_serving(self):
+        return self._serving
+
+    @property
+    def sockets(self):
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(s) for s in self._sockets)
+
+    def close(self):
+        sockets = self._sockets
+        if sockets is None:
+            return
+        self._sockets = None
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
+        for sock in sockets:
+            sock.close()
+        self._serving = False
+        if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
+            self._serving_forever_fut.cancel()
+            self._serving_forever_fut = None
+        if self._active_count == 0:
+            self._wakeup()
+
+    def close_clients(self):
+        for transport in list(self._clients):
+            transport.close()
+
+    def abort_clients(self):
+        for transport in list(self._clients):
+            transport.abort()
+
+    async def start_serving(self):
+        self._start_serving()
+        # Let the listeners start, as asyncio does.
+        await asyncio.sleep(0)
+
+    async def serve_forever(self):
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._sockets is None:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self):
+        if _PY312:
+            if self._waiters is None:
+                return
+        elif self._sockets is None or self._waiters is None:
+            # Before 3.12, asyncio returns at once once the server is closed.
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+def _ip_literal_info(host, port, family, type_, proto):
+    """getaddrinfo's answer for a numeric host, without a thread hop (or None)."""
+    if host is None or not isinstance(host, (str, bytes)):
+        return None
+    if isinstance(host, bytes):
+        host = host.decode("idna")
+    if port is None:
+        port = 0
+    elif isinstance(port, bytes):
+        if port == b"":
+            port = 0
+        else:
+            try:
+                port = int(port)
+            except ValueError:
+                return None
+    elif isinstance(port, str):
+        if port == "":
+            port = 0
+        else:
+            try:
+                port = int(port)
+            except ValueError:
+                return None
+    elif not isinstance(port, int):
+        return None
+    if type_ not in (socket.SOCK_STREAM, socket.SOCK_DGRAM) or proto not in (
+        0,
+        socket.IPPROTO_TCP,
+        socket.IPPROTO_UDP,
+    ):
+        return None
+    families = [family] if family != socket.AF_UNSPEC else [socket.AF_INET]
+    if _HAS_IPV6 and family == socket.AF_UNSPEC:
+        families.append(socket.AF_INET6)
+    if "%" in host:
+        return None  # scope ids need the resolver
+    for af in families:
+        try:
+            socket.inet_pton(af, host)
+        except (OSError, ValueError):
+            continue
+        if af == socket.AF_INET6:
+            return af, type_, proto, "", (host, port, 0, 0)
+        return af, type_, proto, "", (host, port)
+    return None
+
+
+class TcpMixin:
+    """create_server / create_connection / connect_accepted_socket."""
+
+    async def _resolve(self, host, port, family=0, type_=socket.SOCK_STREAM, proto=0, flags=0):
+        info = _ip_literal_info(host, port, family, type_, proto)
+        if info is not None:
+            return [info]
+        return await self.getaddrinfo(
+            host, port, family=family, type=type_, proto=proto, flags=flags
+        )
+
+    async def _connect_one(self, exceptions, addr_info, local_addr_infos=None):
+        my_exceptions = []
+        exceptions.append(my_exceptions)
+        family, type_, proto, _, address = addr_info
+        sock = None
+        try:
+            sock = socket.socket(family=family, type=type_, proto=proto)
+            sock.setblocking(False)
+            if local_addr_infos is not None:
+                for lfamily, _, _, _, laddr in local_addr_infos:
+                    if lfamily != family:
+                        continue
+                    try:
+                        sock.bind(laddr)
+                        break
+                    except OSError as exc:
+                        msg = (
+                            f"error while attempting to bind on address {laddr!r}: "
+                            f"{exc.strerror.lower()}"
+                        )
+                        exc = OSError(exc.errno, msg)
+                        my_exceptions.append(exc)
+                else:
+                    if my_exceptions:
+                        raise my_exceptions.pop()
+                    raise OSError(f"no matching local address with family={family} found")
+            core = await self._uv_connect(sock, address)
+            return sock, core
+        except OSError as exc:
+            my_exceptions.append(exc)
+            if sock is not None:
+                sock.close()
+            raise
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        finally:
+            exceptions = my_exceptions = None
+
+    async def _uv_connect(self, sock, address):
+        fut = self.create_future()
+
+        def done(exc):
+            if fut.done():
+                return
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+
+        fd = socket.dup(sock.fileno())
+        try:
+            core = _uvrs.TcpTransportCore.connect(self, fd, address, done)
+        except BaseException:
+            socket.close(fd)
+            raise
+        try:
+            await fut
+        except BaseException as exc:
+            core.abort()
+            core._release()
+            if isinstance(exc, OSError):
+                # asyncio's message for a failed connect.
+                raise OSError(exc.errno, f"Connect call failed {address}") from None
+            raise
+        return core
+
+    async def create_connection(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        ssl=None,
+        family=0,
+        proto=0,
+        flags=0,
+        sock=None,
+        local_addr=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        happy_eyeballs_delay=None,
+        interleave=None,
+        all_errors=False,
+    ):
+        self._check_closed()
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if ssl:
+            raise _tls_not_implemented()
+        if sock is not None:
+            _check_ssl_socket(sock)
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            infos = await self._resolve(host, port, family, socket.SOCK_STREAM, proto, flags)
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            laddr_infos = None
+            if local_addr is not None:
+                laddr_infos = await self._resolve(
+                    *local_addr, family, socket.SOCK_STREAM, proto, flags
+                )
+                if not laddr_infos:
+                    raise OSError("getaddrinfo() returned empty list")
+            if interleave:
+                infos = _interleave_addrinfos(infos, interleave)
+
+            exceptions = []
+            result = None
+            if happy_eyeballs_delay is None:
+                for addrinfo in infos:
+                    try:
+                        result = await self._connect_one(exceptions, addrinfo, laddr_infos)
+                        break
+                    except OSError:
+                        continue
+            else:
+                result, _, _ = await staggered.staggered_race(
+                    (
+                        lambda addrinfo=addrinfo: self._connect_one(
+                            exceptions, addrinfo, laddr_infos
+                        )
+                        for addrinfo in infos
+                    ),
+                    happy_eyeballs_delay,
+                )
+            if result is None:
+                exceptions = [exc for sub in exceptions for exc in sub]
+                try:
+                    if all_errors:
+                        raise ExceptionGroup("create_connection failed", exceptions)  # noqa: F821
+                    if len(exceptions) == 1:
+                        raise exceptions[0]
+                    model = str(exceptions[0])
+                    if all(str(exc) == model for exc in exceptions):
+                        raise exceptions[0]
+                    raise OSError(
+                        "Multiple exceptions: {}".format(", ".join(str(exc) for exc in exceptions))
+                    )
+                finally:
+                    exceptions = None
+            sock, core = result
+        else:
+            if sock is None:
+                raise ValueError("host and port was not specified and no sock specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            sock.setblocking(False)
+            core = _uvrs.TcpTransportCore.from_fd(self, socket.dup(sock.fileno()))
+
+        return await self._make_connection(core, sock, protocol_factory)
+
+    async def _make_connection(self, core, sock, protocol_factory):
+        try:
+            protocol = protocol_factory()
+        except BaseException:
+            core.abort()
+            core._release()
+            sock.close()
+            raise
+        extra = {}
+        try:
+            extra["sockname"] = sock.getsockname()
+        except OSError:
+            pass
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+        transport = TCPTransport(self, core, protocol, sock=sock, extra=extra)
+        waiter = self.create_future()
+        transport._start(waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def connect_accepted_socket(
+        self,
+        protocol_factory,
+        sock,
+        *,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        self._check_closed()
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if ssl:
+            raise _tls_not_implemented()
+        _check_ssl_socket(sock)
+        sock.setblocking(False)
+        core = _uvrs.TcpTransportCore.from_fd(self, socket.dup(sock.fileno()))
+        return await self._make_connection(core, sock, protocol_factory)
+
+    async def create_server(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        family=socket.AF_UNSPEC,
+        flags=socket.AI_PASSIVE,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        reuse_address=None,
+        reuse_port=None,
+        keep_alive=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+    ):
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        if ssl_handshake_timeout is not None and ssl is None:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and ssl is None:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if ssl is not None:
+            raise _tls_not_implemented()
+        if sock is not None:
+            _check_ssl_socket(sock)
+        self._check_closed()
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            if reuse_address is None:
+                reuse_address = os_name_posix()
+            sockets = []
+            if host == "":
+                hosts = [None]
+            elif isinstance(host, str) or not isinstance(host, collections.abc.Iterable):
+                hosts = [host]
+            else:
+                hosts = host
+            fs = [
+                self._resolve(h, port, family, socket.SOCK_STREAM, 0, flags) for h in hosts
+            ]
+            infos = await asyncio.gather(*fs)
+            infos = set(itertools.chain.from_iterable(infos))
+            completed = False
+            try:
+                for res in infos:
+                    af, socktype, proto, _, sa = res
+                    try:
+                        sock = socket.socket(af, socktype, proto)
+                    except OSError:
+                        if self.get_debug():
+                            logger.warning(
+                                "create_server() failed to create socket.socket(%r, %r, %r)",
+                                af,
+                                socktype,
+                                proto,
+                                exc_info=True,
+                            )
+                        continue
+                    sockets.append(sock)
+                    if reuse_address:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+                    if reuse_port:
+                        _set_reuseport(sock)
+                    if keep_alive:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+                    if _HAS_IPV6 and af == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+                    try:
+                        sock.bind(sa)
+                    except OSError as err:
+                        msg = (
+                            f"error while attempting to bind on address {sa!r}: "
+                            f"{str(err.strerror).lower()}"
+                        )
+                        if err.errno == errno.EADDRNOTAVAIL:
+                            sockets.pop()
+                            sock.close()
+                            if self.get_debug():
+                                logger.warning(msg)
+                            continue
+                        raise OSError(err.errno, msg) from None
+                if not sockets:
+                    raise OSError(
+                        f"could not bind on any address out of {[info[4] for info in infos]!r}"
+                    )
+                completed = True
+            finally:
+                if not completed:
+                    for s in sockets:
+                        s.close()
+        else:
+            if sock is None:
+                raise ValueError("Neither host/port nor sock were specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            sockets = [sock]
+
+        for s in sockets:
+            s.setblocking(False)
+        server = Server(self, sockets, protocol_factory, backlog)
+        if start_serving:
+            server._start_serving()
+            # Let the listeners start, as asyncio does.
+            await asyncio.sleep(0)
+        if self.get_debug():
+            logger.info("%r is serving", server)
+        return server
+
+
+def os_name_posix():
+    return sys.platform != "win32" and sys.platform != "cygwin"
+
+
+def _set_reuseport(sock):
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("reuse_port not supported by socket module")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        raise ValueError(
+            "reuse_port not supported by socket module, SO_REUSEPORT defined but not implemented."
+        ) from None
+
+
+def _check_ssl_socket(sock):
+    try:
+        import ssl
+    except ImportError:
+        return
+    if isinstance(sock, ssl.SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+
+
+def _interleave_addrinfos(addrinfos, first_address_family_count=1):
+    """Alternate address families, as RFC 8305 (happy eyeballs) asks."""
+    by_family = collections.OrderedDict()
+    for addr in addrinfos:
+        by_family.setdefault(addr[0], []).append(addr)
+    lists = list(by_family.values())
+    reordered = []
+    if first_address_family_count > 1:
+        reordered.extend(lists[0][: first_address_family_count - 1])
+        del lists[0][: first_address_family_count - 1]
+    reordered.extend(
+        a for a in itertools.chain.from_iterable(itertools.zip_longest(*lists)) if a is not None
+    )
+    return reordered

@@ -1,0 +1,769 @@
+//! The native core of a TCP transport: reads delivered straight to the
+//! protocol, writes tried at once and queued in libuv otherwise, flow control,
+//! half-close and closing, all with asyncio's selector-transport semantics.
+//!
+//! The Python class `uvrs._tcp.TCPTransport` (an `asyncio.Transport`) owns one
+//! of these and exposes its methods; protocol callbacks receive that wrapper.
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::{PyTraverseError, PyVisit};
+
+use super::errors::os_error;
+use crate::r#loop::capi::SimpleBuffer;
+use crate::r#loop::core::{must_leave_loop, LoopCore, State};
+use crate::uv::{self, StreamHandler, UvError};
+
+/// Read buffer size for plain protocols (asyncio reads up to 256 KiB).
+const READ_SIZE: usize = 256 * 1024;
+
+/// After this many writes to a lost connection, asyncio logs a warning.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+struct Inner {
+    tcp: Option<uv::Tcp>,
+    protocol: Option<Py<PyAny>>,
+    /// The Python wrapper handed to protocol callbacks.
+    transport: Option<Py<PyAny>>,
+    buffered: bool,
+    paused: bool,
+    closing: bool,
+    eof: bool,
+    conn_lost: u32,
+    high: usize,
+    low: usize,
+    protocol_paused: bool,
+    /// uv_write requests not yet completed.
+    pending_writes: usize,
+}
+
+/// State shared by the Python-facing core and the libuv read handler.
+pub(crate) struct Shared {
+    st: Arc<State>,
+    loop_: Py<PyAny>,
+    inner: Mutex<Inner>,
+}
+
+/// The libuv-side handler: owns the read buffer.
+struct Reader {
+    sh: Weak<Shared>,
+    buf: Vec<u8>,
+    /// The protocol's buffer during a BufferedProtocol read.
+    user_buf: Option<SimpleBuffer>,
+}
+
+impl StreamHandler for Reader {
+    fn alloc(&mut self, suggested: usize) -> &mut [u8] {
+        let Some(sh) = self.sh.upgrade() else {
+            return &mut [];
+        };
+        if sh.inner.lock().buffered {
+            sh.st.ensure_gil();
+            // SAFETY: the GIL is held (ensure_gil above).
+            let py = unsafe { Python::assume_attached() };
+            self.user_buf = sh.get_user_buffer(py, suggested);
+            return match self.user_buf.as_ref() {
+                // The protocol's writable buffer: libuv writes into it, as
+                // asyncio's sock.recv_into(buf) does.
+                Some(b) if !b.readonly() => {
+                    let s = b.as_slice();
+                    // SAFETY: the buffer is writable (checked), contiguous,
+                    // and kept alive by user_buf until on_read.
+                    unsafe { std::slice::from_raw_parts_mut(s.as_ptr() as *mut u8, s.len()) }
+                }
+                _ => &mut [],
+            };
+        }
+        if self.buf.len() < READ_SIZE {
+            self.buf.resize(READ_SIZE, 0);
+        }
+        &mut self.buf[..]
+    }
+
+    fn on_read(&mut self, result: Result<&[u8], UvError>) {
+        let Some(sh) = self.sh.upgrade() else { return };
+        sh.st.ensure_gil();
+        // SAFETY: the GIL is held (ensure_gil above).
+        let py = unsafe { Python::assume_attached() };
+        let user_buf = self.user_buf.take();
+        match result {
+            Ok(data) => {
+                if user_buf.is_some() {
+                    drop(user_buf);
+                    sh.buffer_updated(py, data.len());
+                } else {
+                    sh.data_received(py, data);
+                }
+            }
+            Err(e) if e.is_eof() => sh.eof_received(py),
+            Err(e) => {
+                let exc = os_error(py, e);
+                sh.fatal_error(py, exc, "Fatal read error on socket transport");
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+    }
+
+    fn transport(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner
+            .lock()
+            .transport
+            .as_ref()
+            .map(|t| t.clone_ref(py))
+            .unwrap_or_else(|| py.None())
+    }
+
+    fn get_user_buffer(&self, py: Python<'_>, suggested: usize) -> Option<SimpleBuffer> {
+        let proto = self.protocol(py)?;
+        let res = proto
+            .bind(py)
+            .call_method1("get_buffer", (suggested,))
+            .and_then(|b| {
+                let buf = SimpleBuffer::get(&b)?;
+                if buf.as_slice().is_empty() {
+                    return Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ));
+                }
+                Ok(buf)
+            });
+        match res {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.fatal_error(py, e, "Fatal error: protocol.get_buffer() call failed.");
+                None
+            }
+        }
+    }
+
+    fn data_received(&self, py: Python<'_>, data: &[u8]) {
+        let Some(proto) = self.protocol(py) else {
+            return;
+        };
+        let bytes = PyBytes::new(py, data);
+        if let Err(e) = proto
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "data_received"), (bytes,))
+        {
+            self.protocol_error(py, e, "Fatal error: protocol.data_received() call failed.");
+        }
+    }
+
+    fn buffer_updated(&self, py: Python<'_>, n: usize) {
+        let Some(proto) = self.protocol(py) else {
+            return;
+        };
+        if let Err(e) = proto
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "buffer_updated"), (n,))
+        {
+            self.protocol_error(py, e, "Fatal error: protocol.buffer_updated() call failed.");
+        }
+    }
+
+    fn eof_received(&self, py: Python<'_>) {
+        let Some(proto) = self.protocol(py) else {
+            return;
+        };
+        match proto.bind(py).call_method0("eof_received") {
+            Ok(keep_open) => match keep_open.is_truthy() {
+                Ok(true) => self.stop_reading(),
+                Ok(false) => self.close(py),
+                Err(e) => {
+                    self.protocol_error(py, e, "Fatal error: protocol.eof_received() call failed.")
+                }
+            },
+            Err(e) => {
+                self.protocol_error(py, e, "Fatal error: protocol.eof_received() call failed.")
+            }
+        }
+    }
+
+    /// An exception from a protocol callback: KeyboardInterrupt/SystemExit
+    /// leave the loop; anything else is a fatal error of the transport.
+    fn protocol_error(&self, py: Python<'_>, e: PyErr, msg: &str) {
+        if must_leave_loop(py, &e) {
+            self.st.fail(e);
+        } else {
+            self.fatal_error(py, e, msg);
+        }
+    }
+
+    fn stop_reading(&self) {
+        if let Some(t) = self.inner.lock().tcp.as_ref() {
+            t.read_stop();
+        }
+    }
+
+    /// asyncio's `_fatal_error`: report (OSErrors only in debug mode), then
+    /// force-close with the exception.
+    fn fatal_error(&self, py: Python<'_>, e: PyErr, msg: &str) {
+        let loop_ = self.loop_.bind(py);
+        if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
+            if self.st.is_debug() {
+                let _ = py.import("logging").and_then(|l| {
+                    l.call_method1("getLogger", ("asyncio",))?
+                        .call_method1("debug", ("%r: %s", self.transport(py), msg))
+                });
+            }
+        } else {
+            let ctx = PyDict::new(py);
+            let _ = ctx.set_item("message", msg);
+            let _ = ctx.set_item("exception", e.clone_ref(py).into_value(py));
+            let _ = ctx.set_item("transport", self.transport(py));
+            let _ = ctx.set_item("protocol", self.protocol(py));
+            if let Err(err) = loop_.call_method1("call_exception_handler", (ctx,)) {
+                if must_leave_loop(py, &err) {
+                    self.st.fail(err);
+                }
+            }
+        }
+        self.force_close(py, Some(e));
+    }
+
+    /// asyncio's `_force_close`: drop queued writes, stop reading, and call
+    /// connection_lost soon.
+    fn force_close(&self, py: Python<'_>, exc: Option<PyErr>) {
+        let (tcp, first) = {
+            let mut g = self.inner.lock();
+            if g.conn_lost > 0 {
+                return;
+            }
+            g.closing = true;
+            g.conn_lost += 1;
+            (g.tcp.take(), true)
+        };
+        // Closing the handle cancels pending writes (their callbacks see
+        // ECANCELED) and stops reading.
+        drop(tcp);
+        if first {
+            self.schedule_connection_lost(py, exc.map(|e| e.into_value(py).into_any()));
+        }
+    }
+
+    fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<Py<PyAny>>) {
+        let t = self.transport(py);
+        let res = t
+            .bind(py)
+            .getattr("_call_connection_lost")
+            .and_then(|cb| self.loop_.bind(py).call_method1("call_soon", (cb, exc)));
+        if let Err(e) = res {
+            self.st.fail(e);
+        }
+    }
+
+    /// `transport.close()`.
+    fn close(&self, py: Python<'_>) {
+        let lose_now = {
+            let mut g = self.inner.lock();
+            if g.closing {
+                return;
+            }
+            g.closing = true;
+            if let Some(t) = g.tcp.as_ref() {
+                t.read_stop();
+            }
+            if g.pending_writes == 0 {
+                g.conn_lost += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if lose_now {
+            self.schedule_connection_lost(py, None);
+        }
+    }
+
+    fn maybe_pause_protocol(&self, py: Python<'_>) {
+        let proto = {
+            let mut g = self.inner.lock();
+            let size = g.tcp.as_ref().map(|t| t.write_queue_size()).unwrap_or(0);
+            if size <= g.high || g.protocol_paused {
+                return;
+            }
+            g.protocol_paused = true;
+            g.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = proto {
+            if let Err(e) = p.bind(py).call_method0("pause_writing") {
+                self.flow_error(py, e, "protocol.pause_writing() failed");
+            }
+        }
+    }
+
+    fn maybe_resume_protocol(&self, py: Python<'_>) {
+        let proto = {
+            let mut g = self.inner.lock();
+            let size = g.tcp.as_ref().map(|t| t.write_queue_size()).unwrap_or(0);
+            if !g.protocol_paused || size > g.low {
+                return;
+            }
+            g.protocol_paused = false;
+            g.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = proto {
+            if let Err(e) = p.bind(py).call_method0("resume_writing") {
+                self.flow_error(py, e, "protocol.resume_writing() failed");
+            }
+        }
+    }
+
+    fn flow_error(&self, py: Python<'_>, e: PyErr, msg: &str) {
+        if must_leave_loop(py, &e) {
+            self.st.fail(e);
+            return;
+        }
+        let ctx = PyDict::new(py);
+        let _ = ctx.set_item("message", msg);
+        let _ = ctx.set_item("exception", e.into_value(py));
+        let _ = ctx.set_item("transport", self.transport(py));
+        let _ = ctx.set_item("protocol", self.protocol(py));
+        if let Err(err) = self
+            .loop_
+            .bind(py)
+            .call_method1("call_exception_handler", (ctx,))
+        {
+            self.st.fail(err);
+        }
+    }
+
+    /// A uv_write finished.
+    fn on_write_done(&self, py: Python<'_>, res: Result<(), UvError>) {
+        let lose = {
+            let mut g = self.inner.lock();
+            g.pending_writes = g.pending_writes.saturating_sub(1);
+            g.closing && g.conn_lost == 0 && g.pending_writes == 0
+        };
+        match res {
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => {
+                let exc = os_error(py, e);
+                self.fatal_error(py, exc, "Fatal write error on socket transport");
+                return;
+            }
+            Ok(()) => {}
+        }
+        self.maybe_resume_protocol(py);
+        if lose {
+            self.inner.lock().conn_lost += 1;
+            self.schedule_connection_lost(py, None);
+        }
+    }
+}
+
+/// Data to write, kept alive until libuv is done with it.
+enum Owned {
+    /// An immutable object (bytes, read-only buffer): no copy.
+    Borrowed(SimpleBuffer, usize),
+    /// A copy of mutable data (bytearray, writable memoryview).
+    Copied(Vec<u8>),
+}
+
+impl Owned {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Owned::Borrowed(b, off) => &b.as_slice()[*off..],
+            Owned::Copied(v) => v,
+        }
+    }
+}
+
+/// The native core of a TCP transport.
+#[pyclass(module = "uvrs._uvrs", frozen)]
+pub struct TcpTransportCore {
+    sh: Arc<Shared>,
+}
+
+impl TcpTransportCore {
+    fn wrap(sh: Arc<Shared>) -> TcpTransportCore {
+        TcpTransportCore { sh }
+    }
+
+    /// The core of an accepted connection (its handle already installed).
+    pub(crate) fn wrap_pub(sh: Arc<Shared>) -> TcpTransportCore {
+        TcpTransportCore { sh }
+    }
+}
+
+/// A fresh TCP handle on `loop_`'s libuv loop, with the shared state its
+/// reader reports to.
+pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Shared>)> {
+    let py = loop_.py();
+    let st = loop_.get().state();
+    let sh = Arc::new(Shared {
+        st: st.clone(),
+        loop_: loop_.clone().into_any().unbind(),
+        inner: Mutex::new(Inner {
+            tcp: None,
+            protocol: None,
+            transport: None,
+            buffered: false,
+            paused: false,
+            closing: false,
+            eof: false,
+            conn_lost: 0,
+            high: 64 * 1024,
+            low: 16 * 1024,
+            protocol_paused: false,
+            pending_writes: 0,
+        }),
+    });
+    let reader = Reader {
+        sh: Arc::downgrade(&sh),
+        buf: Vec::new(),
+        user_buf: None,
+    };
+    let tcp = uv::Tcp::new(st.uv(), Box::new(reader)).map_err(|e| os_error(py, e))?;
+    Ok((tcp, sh))
+}
+
+pub(crate) fn install_tcp(sh: &Arc<Shared>, tcp: uv::Tcp) {
+    // asyncio sets TCP_NODELAY on every TCP transport.
+    let _ = tcp.nodelay(true);
+    sh.inner.lock().tcp = Some(tcp);
+}
+
+#[pymethods]
+impl TcpTransportCore {
+    /// Adopt a connected socket (its fd now belongs to the transport).
+    #[staticmethod]
+    fn from_fd(loop_: &Bound<'_, LoopCore>, fd: i64) -> PyResult<TcpTransportCore> {
+        let py = loop_.py();
+        let (tcp, sh) = new_tcp(loop_)?;
+        tcp.open(fd as uv::poll::OsSock)
+            .map_err(|e| os_error(py, e))?;
+        install_tcp(&sh, tcp);
+        Ok(TcpTransportCore::wrap(sh))
+    }
+
+    /// Connect a new TCP handle that adopts `fd` (an unconnected socket) to
+    /// the numeric address `(host, port[, flowinfo, scope_id])`; `done(exc)`
+    /// is called with None or an OSError. Returns the core.
+    #[staticmethod]
+    fn connect(
+        loop_: &Bound<'_, LoopCore>,
+        fd: i64,
+        addr: &Bound<'_, PyAny>,
+        done: Py<PyAny>,
+    ) -> PyResult<TcpTransportCore> {
+        let py = loop_.py();
+        let host: String = addr.get_item(0)?.extract()?;
+        let port: u16 = addr.get_item(1)?.extract()?;
+        let n = addr.len()?;
+        let flowinfo: u32 = if n > 2 {
+            addr.get_item(2)?.extract()?
+        } else {
+            0
+        };
+        let scope_id: u32 = if n > 3 {
+            addr.get_item(3)?.extract()?
+        } else {
+            0
+        };
+        let sa = uv::SockAddr::new(&host, port, flowinfo, scope_id).map_err(|e| os_error(py, e))?;
+        let (tcp, sh) = new_tcp(loop_)?;
+        tcp.open(fd as uv::poll::OsSock)
+            .map_err(|e| os_error(py, e))?;
+        let st = sh.st.clone();
+        tcp.connect(
+            &sa,
+            Box::new(move |res| {
+                st.ensure_gil();
+                // SAFETY: the GIL is held (ensure_gil above).
+                let py = unsafe { Python::assume_attached() };
+                let exc = match res {
+                    Ok(()) => py.None(),
+                    Err(e) => os_error(py, e).into_value(py).into_any(),
+                };
+                if let Err(e) = done.bind(py).call1((exc,)) {
+                    st.fail(e);
+                }
+            }),
+        )
+        .map_err(|e| os_error(py, e))?;
+        install_tcp(&sh, tcp);
+        Ok(TcpTransportCore::wrap(sh))
+    }
+
+    /// Attach the protocol and the Python transport wrapper.
+    fn _attach(&self, protocol: Py<PyAny>, transport: Py<PyAny>, buffered: bool) {
+        let mut g = self.sh.inner.lock();
+        g.protocol = Some(protocol);
+        g.transport = Some(transport);
+        g.buffered = buffered;
+    }
+
+    /// Start reading (after connection_made, as asyncio does).
+    fn _start_reading(&self, py: Python<'_>) -> PyResult<()> {
+        let g = self.sh.inner.lock();
+        if g.closing || g.paused {
+            return Ok(());
+        }
+        if let Some(t) = g.tcp.as_ref() {
+            t.read_start().map_err(|e| os_error(py, e))?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let is_bytes = data.is_instance_of::<PyBytes>();
+        if !is_bytes
+            && !data.is_instance_of::<PyByteArray>()
+            && !data.is_instance_of::<PyMemoryView>()
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {:?}",
+                data.get_type().name()?.to_string()
+            )));
+        }
+        let buf = SimpleBuffer::get(data)?;
+        self.write_buffer(py, buf)
+    }
+
+    fn writelines(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        for item in list_of_data.try_iter()? {
+            self.write(py, &item?)?;
+        }
+        Ok(())
+    }
+
+    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        let mut g = self.sh.inner.lock();
+        if g.closing || g.eof {
+            return Ok(());
+        }
+        g.eof = true;
+        let Some(t) = g.tcp.as_ref() else {
+            return Ok(());
+        };
+        // uv_shutdown waits for queued writes, as asyncio waits for its buffer.
+        t.shutdown(Box::new(|_| {})).map_err(|e| os_error(py, e))
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn close(&self, py: Python<'_>) {
+        self.sh.close(py);
+    }
+
+    fn abort(&self, py: Python<'_>) {
+        self.sh.force_close(py, None);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.sh.inner.lock().closing
+    }
+
+    fn pause_reading(&self) {
+        let mut g = self.sh.inner.lock();
+        if g.closing || g.paused {
+            return;
+        }
+        g.paused = true;
+        if let Some(t) = g.tcp.as_ref() {
+            t.read_stop();
+        }
+    }
+
+    fn resume_reading(&self, py: Python<'_>) -> PyResult<()> {
+        let mut g = self.sh.inner.lock();
+        if g.closing || !g.paused {
+            return Ok(());
+        }
+        g.paused = false;
+        if let Some(t) = g.tcp.as_ref() {
+            t.read_start().map_err(|e| os_error(py, e))?;
+        }
+        Ok(())
+    }
+
+    fn is_reading(&self) -> bool {
+        let g = self.sh.inner.lock();
+        !g.paused && !g.closing
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        let g = self.sh.inner.lock();
+        g.tcp.as_ref().map(|t| t.write_queue_size()).unwrap_or(0)
+    }
+
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        &self,
+        py: Python<'_>,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> PyResult<()> {
+        let high = high.unwrap_or_else(|| match low {
+            None => 64 * 1024,
+            Some(l) => 4 * l,
+        });
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        {
+            let mut g = self.sh.inner.lock();
+            g.high = high as usize;
+            g.low = low as usize;
+        }
+        self.sh.maybe_pause_protocol(py);
+        Ok(())
+    }
+
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        let g = self.sh.inner.lock();
+        (g.low, g.high)
+    }
+
+    fn set_protocol(&self, protocol: Py<PyAny>, buffered: bool) {
+        let mut g = self.sh.inner.lock();
+        g.protocol = Some(protocol);
+        g.buffered = buffered;
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        self.sh.protocol(py).unwrap_or_else(|| py.None())
+    }
+
+    /// The socket's file descriptor (for get_extra_info), or -1 once closed.
+    fn fileno(&self) -> i64 {
+        let g = self.sh.inner.lock();
+        g.tcp.as_ref().and_then(|t| t.fileno().ok()).unwrap_or(-1)
+    }
+
+    /// How many writes were made after the connection was lost (asyncio logs
+    /// a warning past a threshold).
+    fn _conn_lost(&self) -> u32 {
+        self.sh.inner.lock().conn_lost
+    }
+
+    /// Called (through call_soon) after connection_lost: close the socket and
+    /// drop the references to the protocol and the wrapper.
+    fn _release(&self) {
+        let (tcp, p, t) = {
+            let mut g = self.sh.inner.lock();
+            (g.tcp.take(), g.protocol.take(), g.transport.take())
+        };
+        drop((tcp, p, t));
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.sh.loop_)?;
+        if let Some(g) = self.sh.inner.try_lock() {
+            if let Some(p) = g.protocol.as_ref() {
+                visit.call(p)?;
+            }
+            if let Some(t) = g.transport.as_ref() {
+                visit.call(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let (p, t) = {
+            let mut g = self.sh.inner.lock();
+            (g.protocol.take(), g.transport.take())
+        };
+        drop((p, t));
+    }
+}
+
+impl TcpTransportCore {
+    fn write_buffer(&self, py: Python<'_>, buf: SimpleBuffer) -> PyResult<()> {
+        let sh = &self.sh;
+        let mut g = sh.inner.lock();
+        if g.eof {
+            return Err(PyRuntimeError::new_err(
+                "Cannot call write() after write_eof()",
+            ));
+        }
+        if buf.as_slice().is_empty() {
+            return Ok(());
+        }
+        if g.conn_lost > 0 || g.tcp.is_none() {
+            if g.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                drop(g);
+                let _ = py.import("logging").and_then(|l| {
+                    l.call_method1("getLogger", ("asyncio",))?
+                        .call_method1("warning", ("socket.send() raised exception.",))
+                });
+                sh.inner.lock().conn_lost += 1;
+                return Ok(());
+            }
+            g.conn_lost += 1;
+            return Ok(());
+        }
+        let tcp = g.tcp.as_ref().expect("checked above");
+        let mut written = 0;
+        if g.pending_writes == 0 {
+            match tcp.try_write(buf.as_slice()) {
+                Ok(n) => written = n,
+                Err(e) => {
+                    drop(g);
+                    let exc = os_error(py, e);
+                    sh.fatal_error(py, exc, "Fatal write error on socket transport");
+                    return Ok(());
+                }
+            }
+            if written == buf.as_slice().len() {
+                return Ok(());
+            }
+        }
+        let owned = if buf.readonly() {
+            Owned::Borrowed(buf, written)
+        } else {
+            let v = buf.as_slice()[written..].to_vec();
+            drop(buf);
+            Owned::Copied(v)
+        };
+        let weak = Arc::downgrade(sh);
+        let st = sh.st.clone();
+        let slice: &[u8] = owned.bytes();
+        let (ptr, len) = (slice.as_ptr(), slice.len());
+        let done = Box::new(move |res: Result<(), UvError>| {
+            st.ensure_gil();
+            // SAFETY: the GIL is held (ensure_gil above).
+            let py = unsafe { Python::assume_attached() };
+            drop(owned);
+            if let Some(sh) = weak.upgrade() {
+                sh.on_write_done(py, res);
+            }
+        });
+        // SAFETY: (ptr, len) is the data of `owned`, which the callback owns:
+        // a SimpleBuffer keeps its object's buffer alive and unmoved, and a
+        // Vec's heap block does not move when the Vec is moved.
+        let data = unsafe { std::slice::from_raw_parts(ptr, len) };
+        // SAFETY: as just said, the data outlives the request.
+        let res = unsafe { tcp.write(&[data], done) };
+        match res {
+            Ok(()) => {
+                g.pending_writes += 1;
+                drop(g);
+                sh.maybe_pause_protocol(py);
+                Ok(())
+            }
+            Err(e) => {
+                drop(g);
+                let exc = os_error(py, e);
+                sh.fatal_error(py, exc, "Fatal write error on socket transport");
+                Ok(())
+            }
+        }
+    }
+}
