@@ -245,13 +245,15 @@ class Server(asyncio.AbstractServer):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            core.abort()
-            loop.call_exception_handler(
-                {
-                    "message": "Error on transport creation for incoming connection",
-                    "exception": exc,
-                }
-            )
+            core._release()
+            # asyncio reports this only in debug mode.
+            if loop.get_debug():
+                loop.call_exception_handler(
+                    {
+                        "message": "Error on transport creation for incoming connection",
+                        "exception": exc,
+                    }
+                )
             return
         transport._start()
 
@@ -405,13 +407,15 @@ class TcpMixin:
             host, port, family=family, type=type_, proto=proto, flags=flags
         )
 
-    async def _connect_one(self, exceptions, addr_info, local_addr_infos=None):
+    async def _connect_one(self, exceptions, addr_info, local_addr_infos=None, opened=None):
         my_exceptions = []
         exceptions.append(my_exceptions)
         family, type_, proto, _, address = addr_info
         sock = None
         try:
             sock = socket.socket(family=family, type=type_, proto=proto)
+            if opened is not None:
+                opened.append(sock)
             sock.setblocking(False)
             if local_addr_infos is not None:
                 for lfamily, _, _, _, laddr in local_addr_infos:
@@ -432,6 +436,8 @@ class TcpMixin:
                         raise my_exceptions.pop()
                     raise OSError(f"no matching local address with family={family} found")
             core = await self._uv_connect(sock, address)
+            if opened is not None:
+                opened.append(core)
             return sock, core
         except OSError as exc:
             my_exceptions.append(exc)
@@ -524,23 +530,38 @@ class TcpMixin:
 
             exceptions = []
             result = None
-            if happy_eyeballs_delay is None:
-                for addrinfo in infos:
-                    try:
-                        result = await self._connect_one(exceptions, addrinfo, laddr_infos)
-                        break
-                    except OSError:
+            # Every socket and core opened by an attempt: whatever is not the
+            # winner is closed here, even when the race itself is cancelled
+            # after an attempt succeeded.
+            opened = []
+            try:
+                if happy_eyeballs_delay is None:
+                    for addrinfo in infos:
+                        try:
+                            result = await self._connect_one(exceptions, addrinfo, laddr_infos)
+                            break
+                        except OSError:
+                            continue
+                else:
+                    result, _, _ = await staggered.staggered_race(
+                        (
+                            lambda addrinfo=addrinfo: self._connect_one(
+                                exceptions, addrinfo, laddr_infos, opened
+                            )
+                            for addrinfo in infos
+                        ),
+                        happy_eyeballs_delay,
+                    )
+            finally:
+                keep = result if result is not None else ()
+                for obj in opened:
+                    if any(obj is k for k in keep):
                         continue
-            else:
-                result, _, _ = await staggered.staggered_race(
-                    (
-                        lambda addrinfo=addrinfo: self._connect_one(
-                            exceptions, addrinfo, laddr_infos
-                        )
-                        for addrinfo in infos
-                    ),
-                    happy_eyeballs_delay,
-                )
+                    if isinstance(obj, socket.socket):
+                        obj.close()
+                    else:
+                        obj.abort()
+                        obj._release()
             if result is None:
                 exceptions = [exc for sub in exceptions for exc in sub]
                 try:

@@ -49,35 +49,19 @@ pub(crate) struct Shared {
 }
 
 /// The libuv-side handler: owns the read buffer.
+///
+/// No Python code runs in `alloc`: libuv calls `read_cb` right after
+/// `alloc_cb` returns, and a protocol that paused or closed the transport from
+/// inside `get_buffer()` would have cleared it (a NULL call in libuv). So a
+/// BufferedProtocol's `get_buffer()`/`buffer_updated()` are called from
+/// `on_read`, with the bytes copied from this buffer.
 struct Reader {
     sh: Weak<Shared>,
     buf: Vec<u8>,
-    /// The protocol's buffer during a BufferedProtocol read.
-    user_buf: Option<SimpleBuffer>,
 }
 
 impl StreamHandler for Reader {
-    fn alloc(&mut self, suggested: usize) -> &mut [u8] {
-        let Some(sh) = self.sh.upgrade() else {
-            return &mut [];
-        };
-        if sh.inner.lock().buffered {
-            sh.st.ensure_gil();
-            // SAFETY: the GIL is held (ensure_gil above).
-            let py = unsafe { Python::assume_attached() };
-            self.user_buf = sh.get_user_buffer(py, suggested);
-            return match self.user_buf.as_ref() {
-                // The protocol's writable buffer: libuv writes into it, as
-                // asyncio's sock.recv_into(buf) does.
-                Some(b) if !b.readonly() => {
-                    let s = b.as_slice();
-                    // SAFETY: the buffer is writable (checked), contiguous,
-                    // and kept alive by user_buf until on_read.
-                    unsafe { std::slice::from_raw_parts_mut(s.as_ptr() as *mut u8, s.len()) }
-                }
-                _ => &mut [],
-            };
-        }
+    fn alloc(&mut self, _suggested: usize) -> &mut [u8] {
         if self.buf.len() < READ_SIZE {
             self.buf.resize(READ_SIZE, 0);
         }
@@ -89,12 +73,10 @@ impl StreamHandler for Reader {
         sh.st.ensure_gil();
         // SAFETY: the GIL is held (ensure_gil above).
         let py = unsafe { Python::assume_attached() };
-        let user_buf = self.user_buf.take();
         match result {
             Ok(data) => {
-                if user_buf.is_some() {
-                    drop(user_buf);
-                    sh.buffer_updated(py, data.len());
+                if sh.inner.lock().buffered {
+                    sh.deliver_buffered(py, data);
                 } else {
                     sh.data_received(py, data);
                 }
@@ -122,26 +104,50 @@ impl Shared {
             .unwrap_or_else(|| py.None())
     }
 
-    fn get_user_buffer(&self, py: Python<'_>, suggested: usize) -> Option<SimpleBuffer> {
-        let proto = self.protocol(py)?;
-        let res = proto
-            .bind(py)
-            .call_method1("get_buffer", (suggested,))
-            .and_then(|b| {
-                let buf = SimpleBuffer::get(&b)?;
-                if buf.as_slice().is_empty() {
-                    return Err(PyRuntimeError::new_err(
-                        "get_buffer() returned an empty buffer",
-                    ));
-                }
-                Ok(buf)
-            });
-        match res {
-            Ok(b) => Some(b),
-            Err(e) => {
-                self.fatal_error(py, e, "Fatal error: protocol.get_buffer() call failed.");
-                None
+    /// Feed `data` to a BufferedProtocol: `get_buffer(-1)` (as asyncio asks),
+    /// copy what fits, `buffer_updated(n)`, until all is delivered or the
+    /// transport is lost.
+    fn deliver_buffered(&self, py: Python<'_>, mut data: &[u8]) {
+        while !data.is_empty() {
+            let Some(proto) = self.protocol(py) else {
+                return;
+            };
+            if self.inner.lock().conn_lost > 0 {
+                return;
             }
+            let res = proto
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "get_buffer"), (-1,))
+                .and_then(|b| {
+                    let buf = SimpleBuffer::get(&b)?;
+                    if buf.as_slice().is_empty() {
+                        return Err(PyRuntimeError::new_err(
+                            "get_buffer() returned an empty buffer",
+                        ));
+                    }
+                    if buf.readonly() {
+                        return Err(PyTypeError::new_err(
+                            "get_buffer() returned a read-only buffer",
+                        ));
+                    }
+                    Ok(buf)
+                });
+            let buf = match res {
+                Ok(b) => b,
+                Err(e) => {
+                    self.protocol_error(py, e, "Fatal error: protocol.get_buffer() call failed.");
+                    return;
+                }
+            };
+            let dst = buf.as_slice();
+            let n = dst.len().min(data.len());
+            // SAFETY: dst is a writable (checked), contiguous buffer of at least
+            // n bytes, kept alive by `buf`; data is our own read buffer, so the
+            // two do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst.as_ptr() as *mut u8, n) };
+            drop(buf);
+            data = &data[n..];
+            self.buffer_updated(py, n);
         }
     }
 
@@ -252,6 +258,13 @@ impl Shared {
 
     fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<Py<PyAny>>) {
         let t = self.transport(py);
+        if t.is_none(py) {
+            // Never attached to a wrapper (e.g. the protocol factory failed):
+            // nobody to tell; just let the socket go.
+            let tcp = self.inner.lock().tcp.take();
+            drop(tcp);
+            return;
+        }
         let res = t
             .bind(py)
             .getattr("_call_connection_lost")
@@ -421,7 +434,6 @@ pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Sha
     let reader = Reader {
         sh: Arc::downgrade(&sh),
         buf: Vec::new(),
-        user_buf: None,
     };
     let tcp = uv::Tcp::new(st.uv(), Box::new(reader)).map_err(|e| os_error(py, e))?;
     Ok((tcp, sh))

@@ -12,7 +12,9 @@ use super::handle::{with_payload, HandleBox};
 /// callbacks; the owner must not assume the GIL or any lock is held.
 pub trait StreamHandler {
     /// A buffer for the next read. It must stay valid and untouched until the
-    /// following `on_read` call.
+    /// following `on_read` call. It must not stop or close the stream: libuv
+    /// calls the read callback right after, without checking that it is
+    /// still set.
     fn alloc(&mut self, suggested: usize) -> &mut [u8];
     /// `Ok(n)`: n bytes were read into the buffer from `alloc` (passed back as
     /// `data`). `Err(e)`: end of stream (`e.is_eof()`) or a read error.
