@@ -4,10 +4,12 @@ import asyncio
 import contextvars
 import decimal
 import fractions
+import gc
 import math
 import random
 import sys
 import time
+import weakref
 
 import pytest
 
@@ -424,3 +426,36 @@ def test_call_later_decimal_rejected(loop):
     # float + Decimal is a TypeError, and asyncio computes time() + delay.
     with pytest.raises(TypeError):
         loop.call_later(decimal.Decimal("0.01"), print)
+
+
+class _TimerOwner:
+    """Holds its own timer handle: owner -> handle -> bound method -> owner."""
+
+    def __init__(self):
+        self.calls = 0
+        self.handle = None
+
+    def tick(self):
+        self.calls += 1
+
+
+def test_cycle_through_fired_timer_is_collected(loop):
+    owner = _TimerOwner()
+    owner.handle = loop.call_later(0, owner.tick)
+    ref = weakref.ref(owner)
+    run_briefly(loop)
+    assert owner.calls == 1
+    del owner
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_timer_pending_at_close_is_collected(loop):
+    owner = _TimerOwner()
+    owner.handle = loop.call_later(3600, owner.tick)
+    ref = weakref.ref(owner)
+    run_briefly(loop)
+    loop.close()
+    del owner
+    gc.collect()
+    assert ref() is None

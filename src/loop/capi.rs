@@ -75,6 +75,29 @@ pub fn is_unshared(obj: &Bound<'_, PyAny>) -> bool {
     }
 }
 
+/// Take `obj` out of the cyclic GC's lists (no-op if it is not in them).
+pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
+    // SAFETY: obj is a live object; PyObject_GC_UnTrack is a no-op for an
+    // untracked object and is only valid for GC types, which we check.
+    unsafe {
+        if ffi::PyObject_IS_GC(obj.as_ptr()) != 0 {
+            ffi::PyObject_GC_UnTrack(obj.as_ptr() as *mut _);
+        }
+    }
+}
+
+/// Put `obj` back in the cyclic GC's lists (no-op if it is there already).
+pub fn gc_track(obj: &Bound<'_, PyAny>) {
+    // SAFETY: obj is a live GC object (checked); tracking an already-tracked
+    // object is an error, hence the IsTracked check.
+    unsafe {
+        let p = obj.as_ptr();
+        if ffi::PyObject_IS_GC(p) != 0 && ffi::PyObject_GC_IsTracked(p) == 0 {
+            ffi::PyObject_GC_Track(p as *mut _);
+        }
+    }
+}
+
 /// Allocate an instance of `cls` without running `__init__` (`cls.__new__`
 /// semantics for a class whose instances are plain slot holders).
 pub fn alloc_instance<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {

@@ -53,6 +53,8 @@ struct Queue {
     spare: VecDeque<Py<PyAny>>,
     /// Handles that ran and that nobody else referenced, ready for reuse.
     free: Vec<Py<PyAny>>,
+    /// The same for timer handles.
+    free_timers: Vec<Py<PyAny>>,
     timers: TimerHeap<Py<PyAny>>,
 }
 
@@ -328,7 +330,7 @@ impl State {
         };
         drop(dropped);
         let debug = self.is_debug();
-        let mut recycled: Vec<Py<PyAny>> = Vec::new();
+        let mut recycled: Vec<(Py<PyAny>, bool)> = Vec::new();
         while let Some(h) = batch.pop_front() {
             let hb = h.bind(py);
             if handles::is_cancelled(t, hb) {
@@ -350,7 +352,7 @@ impl State {
                 drop(h);
                 return Err(e);
             }
-            if recycled.len() < FREE_HANDLES {
+            if recycled.len() < 2 * FREE_HANDLES {
                 if let Some(h) = handles::recycle(t, h, py) {
                     recycled.push(h);
                 }
@@ -360,13 +362,19 @@ impl State {
         if q.spare.capacity() < batch.capacity() {
             q.spare = batch;
         }
-        let room = FREE_HANDLES.saturating_sub(q.free.len());
-        let extra = if recycled.len() > room {
-            recycled.split_off(room)
-        } else {
-            Vec::new()
-        };
-        q.free.append(&mut recycled);
+        let mut extra = Vec::new();
+        for (h, is_timer) in recycled {
+            let list = if is_timer {
+                &mut q.free_timers
+            } else {
+                &mut q.free
+            };
+            if list.len() < FREE_HANDLES {
+                list.push(h);
+            } else {
+                extra.push(h);
+            }
+        }
         drop(q);
         drop(extra);
         Ok(())
@@ -501,6 +509,13 @@ impl State {
     }
 }
 
+/// Timers leaving the heap without running (loop close): back under the GC.
+fn retrack(py: Python<'_>, timers: &[Py<PyAny>]) {
+    for h in timers {
+        capi::gc_track(h.bind(py));
+    }
+}
+
 fn uv_err(e: uv::UvError) -> PyErr {
     PyRuntimeError::new_err(format!("libuv: {e}"))
 }
@@ -595,8 +610,21 @@ impl LoopCore {
             Some(c) if !c.is_none() => c.clone(),
             _ => capi::copy_context(py)?,
         };
-        let h =
-            handles::new_timer_handle(when_obj, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
+        let reuse = st.q.lock().free_timers.pop();
+        let h = handles::new_timer_handle(
+            reuse,
+            when_obj,
+            callback,
+            args,
+            slf.as_any(),
+            &ctx,
+            stb.as_ref(),
+        )?;
+        // A pending timer is kept alive by the heap (which the loop's GC
+        // traversal reports), so the cyclic GC need not walk it: with many
+        // timers pending, that walk dominated their cost. It is tracked again
+        // when it leaves the heap (handles::mark_unscheduled, retrack).
+        capi::gc_untrack(&h);
         st.q.lock().timers.push(when, h.clone().unbind());
         if !st.on_loop_thread() && st.running.load(Ordering::Relaxed) {
             st.wake();
@@ -889,7 +917,7 @@ impl LoopCore {
     }
 
     /// Drop queued callbacks and timers and close every libuv handle.
-    fn _close_native(&self) -> PyResult<()> {
+    fn _close_native(&self, py: Python<'_>) -> PyResult<()> {
         let st = &self.st;
         if st.running.load(Ordering::Relaxed) {
             return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
@@ -899,9 +927,11 @@ impl LoopCore {
         }
         let (ready, timers, free) = {
             let mut q = st.q.lock();
-            let free = std::mem::take(&mut q.free);
+            let mut free = std::mem::take(&mut q.free);
+            free.append(&mut q.free_timers);
             (std::mem::take(&mut q.ready), q.timers.drain(), free)
         };
+        retrack(py, &timers);
         drop((ready, timers, free));
         let hs = st.uv_handles.lock().take();
         drop(hs);
@@ -965,7 +995,12 @@ impl LoopCore {
             for h in q.ready.iter() {
                 visit.call(h)?;
             }
-            for h in q.timers.iter().chain(q.free.iter()) {
+            for h in q
+                .timers
+                .iter()
+                .chain(q.free.iter())
+                .chain(q.free_timers.iter())
+            {
                 visit.call(h)?;
             }
         }
@@ -978,9 +1013,11 @@ impl LoopCore {
         let f = self.task_factory.lock().take();
         let (ready, timers, free) = {
             let mut q = self.st.q.lock();
-            let free = std::mem::take(&mut q.free);
+            let mut free = std::mem::take(&mut q.free);
+            free.append(&mut q.free_timers);
             (std::mem::take(&mut q.ready), q.timers.drain(), free)
         };
+        Python::attach(|py| retrack(py, &timers));
         drop((f, ready, timers, free));
     }
 }

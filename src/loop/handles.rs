@@ -133,13 +133,15 @@ pub fn new_handle<'py>(
 /// After a handle ran: if the loop held its only reference, drop what it
 /// refers to and return it for reuse (a free list, as uvloop's Cython handles
 /// have). A handle anyone else can still see is never recycled.
-pub fn recycle(t: &HandleTypes, handle: Py<PyAny>, py: Python<'_>) -> Option<Py<PyAny>> {
+pub fn recycle(t: &HandleTypes, handle: Py<PyAny>, py: Python<'_>) -> Option<(Py<PyAny>, bool)> {
     let b = handle.bind(py);
-    if !b.get_type().is(t.handle.bind(py)) || !capi::is_unshared(b) {
+    let ty = b.get_type();
+    let is_timer = ty.is(t.timer.bind(py));
+    if !(is_timer || ty.is(t.handle.bind(py))) || !capi::is_unshared(b) {
         return None;
     }
     let none = py.None();
-    // SAFETY: b is an instance of the registered Handle class (asyncio layout)
+    // SAFETY: b is an instance of a registered handle class (asyncio layout)
     // that nobody else references; clearing its slots releases the callback
     // and arguments now, as dropping the handle would.
     unsafe {
@@ -147,12 +149,13 @@ pub fn recycle(t: &HandleTypes, handle: Py<PyAny>, py: Python<'_>) -> Option<Py<
         capi::slot_set(b.as_ptr(), t.slots.args, none.as_ptr());
         capi::slot_set(b.as_ptr(), t.slots.context, none.as_ptr());
     }
-    Some(handle)
+    Some((handle, is_timer))
 }
 
 /// A new `uvrs.TimerHandle` due at `when` (the object stored as `_when`).
 #[allow(clippy::too_many_arguments)]
 pub fn new_timer_handle<'py>(
+    reuse: Option<Py<PyAny>>,
     when: &Bound<'py, PyAny>,
     callback: &Bound<'py, PyAny>,
     args: &Bound<'py, PyTuple>,
@@ -161,7 +164,10 @@ pub fn new_timer_handle<'py>(
     source_traceback: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let t = types()?;
-    let obj = capi::alloc_instance(t.timer.bind(callback.py()))?;
+    let obj = match reuse {
+        Some(h) => h.into_bound(callback.py()),
+        None => capi::alloc_instance(t.timer.bind(callback.py()))?,
+    };
     fill_common(t, &obj, callback, args, loop_, context, source_traceback);
     // SAFETY: obj is a fresh TimerHandle subclass instance (asyncio layout).
     unsafe {
@@ -184,11 +190,13 @@ pub fn is_cancelled(t: &HandleTypes, handle: &Bound<'_, PyAny>) -> bool {
     unsafe { capi::slot_get(handle.as_ptr(), t.slots.cancelled) == ffi::Py_True() }
 }
 
-/// Set `timer._scheduled = False` (the timer left the heap).
+/// Set `timer._scheduled = False`: the timer left the heap. It goes back
+/// under the cyclic GC's watch (see `core.rs`: pending timers are untracked).
 #[inline]
 pub fn mark_unscheduled(t: &HandleTypes, timer: &Bound<'_, PyAny>) {
     // SAFETY: timer is a registered TimerHandle instance.
     unsafe { capi::slot_set(timer.as_ptr(), t.slots.scheduled, ffi::Py_False()) }
+    capi::gc_track(timer);
 }
 
 /// Run a handle's callback in its context: `handle._context.run(cb, *args)`.
