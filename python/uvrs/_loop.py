@@ -49,6 +49,20 @@ _TRACK_PROC = "subprocesses & signals"
 _TRACK_TLS = "TLS"
 
 
+def _fileobj_to_fd(fileobj):
+    """An fd number from an int or an object with fileno(), as selectors do."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
 def _not_implemented(capability: str, track: str) -> NotImplementedError:
     return NotImplementedError(f"uvrs: {capability} is not implemented yet (tracked: {track})")
 
@@ -727,20 +741,24 @@ class _LoopMixin:
         raise _not_implemented("loop.subprocess_exec()", _TRACK_PROC)
 
     def add_reader(self, fd, callback, *args):
-        self._check_closed()
-        raise _not_implemented("loop.add_reader()", _TRACK_TCP)
+        """Call callback(*args) whenever fd is readable (an int or fileno())."""
+        self._add_reader(_fileobj_to_fd(fd), callback, *args)
 
     def remove_reader(self, fd):
-        self._check_closed()
-        raise _not_implemented("loop.remove_reader()", _TRACK_TCP)
+        """Stop watching fd for reading; return whether it was watched."""
+        if self.is_closed():
+            return False
+        return self._remove_reader(_fileobj_to_fd(fd))
 
     def add_writer(self, fd, callback, *args):
-        self._check_closed()
-        raise _not_implemented("loop.add_writer()", _TRACK_TCP)
+        """Call callback(*args) whenever fd is writable (an int or fileno())."""
+        self._add_writer(_fileobj_to_fd(fd), callback, *args)
 
     def remove_writer(self, fd):
-        self._check_closed()
-        raise _not_implemented("loop.remove_writer()", _TRACK_TCP)
+        """Stop watching fd for writing; return whether it was watched."""
+        if self.is_closed():
+            return False
+        return self._remove_writer(_fileobj_to_fd(fd))
 
     async def sock_recv(self, sock, n):
         self._check_closed()

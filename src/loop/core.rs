@@ -20,7 +20,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -30,7 +29,8 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::callback_check::check_callback;
 use super::capi;
-use super::gil::SavedThread;
+use super::fdwatch::{FdWatchers, Side};
+use super::gil::{GilCell, SavedThread};
 use super::handles::{self, HandleTypes};
 use super::timers::TimerHeap;
 use crate::uv;
@@ -77,9 +77,9 @@ struct UvHandles {
 /// could free one) while either is held.
 pub(crate) struct State {
     /// Declared before `uv` so the handles close before the loop is freed.
-    uv_handles: Mutex<Option<UvHandles>>,
+    uv_handles: GilCell<Option<UvHandles>>,
     uv: uv::Loop,
-    q: Mutex<Queue>,
+    q: GilCell<Queue>,
     gil: SavedThread,
     running: AtomicBool,
     stopping: AtomicBool,
@@ -90,9 +90,11 @@ pub(crate) struct State {
     /// `threading.get_ident()` of the thread running the loop, 0 when idle.
     thread_id: AtomicU64,
     /// The exception that stopped the loop (KeyboardInterrupt, SystemExit...).
-    pending: Mutex<Option<PyErr>>,
+    pending: GilCell<Option<PyErr>>,
     /// Borrowed pointer to the Python loop object while `_run_native` runs.
     pyself: AtomicPtr<ffi::PyObject>,
+    /// fds watched by add_reader / add_writer.
+    watchers: FdWatchers,
     clock_resolution: f64,
     py_minor: u8,
     /// `create_task(coro, **kwargs)` passes every keyword through (3.13.3+).
@@ -131,9 +133,9 @@ impl State {
             .getattr("resolution")?
             .extract()?;
         let st = Arc::new(State {
-            uv_handles: Mutex::new(None),
+            uv_handles: GilCell::new(None),
             uv,
-            q: Mutex::new(Queue::default()),
+            q: GilCell::new(Queue::default()),
             gil: SavedThread::new(),
             running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -141,8 +143,9 @@ impl State {
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             thread_id: AtomicU64::new(0),
-            pending: Mutex::new(None),
+            pending: GilCell::new(None),
             pyself: AtomicPtr::new(std::ptr::null_mut()),
+            watchers: FdWatchers::default(),
             clock_resolution,
             py_minor: py.version_info().minor,
             create_task_kwargs: py.version_info() >= (3, 13, 3),
@@ -287,6 +290,23 @@ impl State {
         }
         if let Err(e) = capi::check_signals(py) {
             self.fail(e);
+        }
+    }
+
+    /// A watched fd is ready: queue its reader and/or writer handle.
+    pub(crate) fn on_fd_ready(&self, fd: i64, status: i32, events: i32) {
+        self.gil.ensure();
+        // SAFETY: as in on_check.
+        let py = unsafe { Python::assume_attached() };
+        let Ok(t) = handles::types() else { return };
+        let ready: Vec<Py<PyAny>> = self
+            .watchers
+            .ready(py, fd, status, events)
+            .into_iter()
+            .filter(|h| !handles::is_cancelled(t, h.bind(py)))
+            .collect();
+        if !ready.is_empty() {
+            self.q.lock().ready.extend(ready);
         }
     }
 
@@ -574,8 +594,8 @@ impl UvHandles {
 #[pyclass(subclass, dict, weakref, frozen, module = "uvrs._uvrs")]
 pub struct LoopCore {
     st: Arc<State>,
-    task_factory: Mutex<Option<Py<PyAny>>>,
-    loop_kwargs: Mutex<Option<Py<PyDict>>>,
+    task_factory: GilCell<Option<Py<PyAny>>>,
+    loop_kwargs: GilCell<Option<Py<PyDict>>>,
 }
 
 impl LoopCore {
@@ -676,8 +696,8 @@ impl LoopCore {
     ) -> PyResult<Self> {
         Ok(LoopCore {
             st: State::new(py)?,
-            task_factory: Mutex::new(None),
-            loop_kwargs: Mutex::new(None),
+            task_factory: GilCell::new(None),
+            loop_kwargs: GilCell::new(None),
         })
     }
 
@@ -933,10 +953,41 @@ impl LoopCore {
         };
         retrack(py, &timers);
         drop((ready, timers, free));
+        st.watchers.clear(py);
         let hs = st.uv_handles.lock().take();
         drop(hs);
         st.uv.drain_closing();
         Ok(())
+    }
+
+    /// `add_reader(fd, callback, *args)` with an fd number (the Python layer
+    /// resolves file objects).
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: i64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watch(slf, fd, Side::Reader, callback, args)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: i64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watch(slf, fd, Side::Writer, callback, args)
+    }
+
+    fn _remove_reader(&self, fd: i64) -> bool {
+        self.st.watchers.remove(fd, Side::Reader)
+    }
+
+    fn _remove_writer(&self, fd: i64) -> bool {
+        self.st.watchers.remove(fd, Side::Writer)
     }
 
     /// Watch the read end of `signal.set_wakeup_fd`: a non-blocking socket
@@ -1004,6 +1055,13 @@ impl LoopCore {
                 visit.call(h)?;
             }
         }
+        let mut res = Ok(());
+        self.st.watchers.for_each_handle(|h| {
+            if res.is_ok() {
+                res = visit.call(h);
+            }
+        });
+        res?;
         Ok(())
     }
 
@@ -1023,6 +1081,36 @@ impl LoopCore {
 }
 
 impl LoopCore {
+    fn add_watch(
+        slf: &Bound<'_, Self>,
+        fd: i64,
+        side: Side,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let st = &slf.get().st;
+        st.check_closed()?;
+        let stb = if st.is_debug() {
+            Some(
+                cached(
+                    py,
+                    &EXTRACT_STACK,
+                    "asyncio.format_helpers",
+                    "extract_stack",
+                )?
+                .call0()?,
+            )
+        } else {
+            None
+        };
+        let ctx = capi::copy_context(py)?;
+        let h = handles::new_handle(None, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
+        st.watchers
+            .add(st, fd, side, h.unbind())
+            .map_err(|e| crate::transports::errors::os_error(py, e))
+    }
+
     /// A timer of this loop is being cancelled (`_timer_handle_cancelled`).
     pub(crate) fn timer_cancelled(&self, t: &HandleTypes, handle: &Bound<'_, PyAny>) {
         if handles::is_scheduled(t, handle) {

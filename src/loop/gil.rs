@@ -54,3 +54,59 @@ impl Default for SavedThread {
         Self::new()
     }
 }
+
+/// A cell for loop state that is only ever touched with the GIL held (the
+/// ready queue and the timer heap): every producer and consumer of that state
+/// is Python-facing code or a libuv callback that has taken the GIL first.
+///
+/// With the GIL as the lock, a `RefCell` suffices and saves the atomic
+/// read-modify-write of a mutex per access (several per `call_soon`); a borrow
+/// taken twice (a bug: state must never be borrowed across a call into
+/// Python) panics instead of deadlocking. Free-threaded CPython has no GIL to
+/// lean on, so there it is a mutex.
+#[cfg(not(Py_GIL_DISABLED))]
+pub struct GilCell<T>(std::cell::RefCell<T>);
+
+#[cfg(not(Py_GIL_DISABLED))]
+// SAFETY: all access happens with the GIL held (see above), which serialises
+// the threads that may touch the cell; T itself may move between threads.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+#[cfg(not(Py_GIL_DISABLED))]
+impl<T> GilCell<T> {
+    pub fn new(v: T) -> Self {
+        GilCell(std::cell::RefCell::new(v))
+    }
+
+    /// Exclusive access; the caller holds the GIL.
+    #[inline]
+    pub fn lock(&self) -> std::cell::RefMut<'_, T> {
+        self.0.borrow_mut()
+    }
+
+    /// Exclusive access if nobody has it (GC traversal).
+    #[inline]
+    pub fn try_lock(&self) -> Option<std::cell::RefMut<'_, T>> {
+        self.0.try_borrow_mut().ok()
+    }
+}
+
+#[cfg(Py_GIL_DISABLED)]
+pub struct GilCell<T>(parking_lot::Mutex<T>);
+
+#[cfg(Py_GIL_DISABLED)]
+impl<T> GilCell<T> {
+    pub fn new(v: T) -> Self {
+        GilCell(parking_lot::Mutex::new(v))
+    }
+
+    #[inline]
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        self.0.lock()
+    }
+
+    #[inline]
+    pub fn try_lock(&self) -> Option<parking_lot::MutexGuard<'_, T>> {
+        self.0.try_lock()
+    }
+}

@@ -4,6 +4,7 @@
 pub mod callback_check;
 pub mod capi;
 pub mod core;
+pub mod fdwatch;
 pub mod gil;
 pub mod handles;
 pub mod timers;

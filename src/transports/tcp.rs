@@ -7,7 +7,6 @@
 
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
@@ -16,6 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::errors::os_error;
 use crate::r#loop::capi::SimpleBuffer;
 use crate::r#loop::core::{must_leave_loop, LoopCore, State};
+use crate::r#loop::gil::GilCell;
 use crate::uv::{self, StreamHandler, UvError};
 
 /// Read buffer size for plain protocols (asyncio reads up to 256 KiB).
@@ -45,7 +45,9 @@ struct Inner {
 pub(crate) struct Shared {
     st: Arc<State>,
     loop_: Py<PyAny>,
-    inner: Mutex<Inner>,
+    /// Only touched with the GIL held (Python-facing methods, and libuv
+    /// callbacks after `ensure_gil`).
+    inner: GilCell<Inner>,
 }
 
 /// The libuv-side handler: owns the read buffer.
@@ -416,7 +418,7 @@ pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Sha
     let sh = Arc::new(Shared {
         st: st.clone(),
         loop_: loop_.clone().into_any().unbind(),
-        inner: Mutex::new(Inner {
+        inner: GilCell::new(Inner {
             tcp: None,
             protocol: None,
             transport: None,

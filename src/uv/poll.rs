@@ -13,6 +13,8 @@ pub type PollCallback = Box<dyn FnMut(i32, i32)>;
 pub const READABLE: i32 = sys::uv_poll_event_UV_READABLE as i32;
 /// Writable event bit.
 pub const WRITABLE: i32 = sys::uv_poll_event_UV_WRITABLE as i32;
+/// The peer hung up (reported to readers).
+pub const DISCONNECT: i32 = sys::uv_poll_event_UV_DISCONNECT as i32;
 
 /// A poll handle watching a socket (any fd on Unix) that it does not own.
 pub struct Poll {
