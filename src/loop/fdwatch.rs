@@ -56,27 +56,26 @@ impl FdWatchers {
         handle: Py<PyAny>,
     ) -> Result<(), uv::UvError> {
         let mut map = self.map.lock();
-        if !map.contains_key(&fd) {
-            let w: Weak<State> = Arc::downgrade(st);
-            let poll = uv::Poll::new(
-                st.uv(),
-                fd as poll::OsSock,
-                Box::new(move |status, events| {
-                    if let Some(st) = w.upgrade() {
-                        st.on_fd_ready(fd, status, events);
-                    }
-                }),
-            )?;
-            map.insert(
-                fd,
-                Watch {
+        let watch = match map.entry(fd) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let w: Weak<State> = Arc::downgrade(st);
+                let poll = uv::Poll::new(
+                    st.uv(),
+                    fd as poll::OsSock,
+                    Box::new(move |status, events| {
+                        if let Some(st) = w.upgrade() {
+                            st.on_fd_ready(fd, status, events);
+                        }
+                    }),
+                )?;
+                e.insert(Watch {
                     poll,
                     reader: None,
                     writer: None,
-                },
-            );
-        }
-        let watch = map.get_mut(&fd).expect("inserted above");
+                })
+            }
+        };
         let old = match side {
             Side::Reader => watch.reader.replace(handle),
             Side::Writer => watch.writer.replace(handle),
