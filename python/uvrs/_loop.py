@@ -627,10 +627,6 @@ class _LoopMixin:
     # ------------------------------------------------------------------
     # I/O not implemented by the native core yet
 
-    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
-        self._check_closed()
-        raise _not_implemented("loop.sendfile()", _TRACK_TCP)
-
     async def start_tls(
         self,
         transport,
@@ -776,14 +772,6 @@ class _LoopMixin:
         self._check_closed()
         raise _not_implemented("loop.sock_recvfrom_into()", _TRACK_LOCAL)
 
-    async def sock_sendall(self, sock, data):
-        self._check_closed()
-        raise _not_implemented("loop.sock_sendall()", _TRACK_TCP)
-
-    async def sock_sendto(self, sock, data, address):
-        self._check_closed()
-        raise _not_implemented("loop.sock_sendto()", _TRACK_LOCAL)
-
     async def sock_connect(self, sock, address):
         self._check_closed()
         raise _not_implemented("loop.sock_connect()", _TRACK_TCP)
@@ -791,14 +779,6 @@ class _LoopMixin:
     async def sock_accept(self, sock):
         self._check_closed()
         raise _not_implemented("loop.sock_accept()", _TRACK_TCP)
-
-    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
-        self._check_closed()
-        raise _not_implemented("loop.sock_sendfile()", _TRACK_TCP)
-
-    def add_signal_handler(self, sig, callback, *args):
-        self._check_closed()
-        raise _not_implemented("loop.add_signal_handler()", _TRACK_PROC)
 
     def remove_signal_handler(self, sig):
         self._check_closed()

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import io
 import itertools
+import os
 import socket
 import sys
 import warnings
 import weakref
-from asyncio import futures, staggered, trsock
+from asyncio import constants, exceptions, futures, staggered, trsock
 from asyncio.log import logger
 
 from . import _uvrs
@@ -55,6 +57,8 @@ def _tls_not_implemented():
 
 class TCPTransport(asyncio.Transport):
     """An ``asyncio.Transport`` over a libuv TCP handle."""
+
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, core, protocol, sock=None, extra=None, server=None):
         super().__init__(extra)
@@ -396,8 +400,195 @@ def _ip_literal_info(host, port, family, type_, proto):
     return None
 
 
+def _check_sendfile_params(file, offset, count):
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    if count is not None:
+        if not isinstance(count, int):
+            raise TypeError(f"count must be a positive integer (got {count!r})")
+        if count <= 0:
+            raise ValueError(f"count must be a positive integer (got {count!r})")
+    if not isinstance(offset, int):
+        raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+    if offset < 0:
+        raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+
+
 class TcpMixin:
-    """create_server / create_connection / connect_accepted_socket."""
+    """create_server / create_connection / connect_accepted_socket / sendfile."""
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        """Send a file over a transport; return the number of bytes sent.
+
+        Uses os.sendfile() where the platform has it, else (or for files that
+        are not regular) reads and writes the file when *fallback* is true.
+        """
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        if not isinstance(transport, TCPTransport):
+            raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
+        _check_sendfile_params(file, offset, count)
+        try:
+            return await self._sendfile_native(transport, file, offset, count)
+        except exceptions.SendfileNotAvailableError:
+            if not fallback:
+                raise
+        return await self._sendfile_fallback(transport, file, offset, count)
+
+    async def sock_sendall(self, sock, data):
+        """Send all of *data* on the non-blocking socket *sock*."""
+        _check_ssl_socket(sock)
+        if self.get_debug() and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        try:
+            n = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        if n == len(data):
+            return
+        view = memoryview(data).cast("B")
+        fd = sock.fileno()
+        while n < len(view):
+            await self._writable(fd)
+            try:
+                n += sock.send(view[n:])
+            except (BlockingIOError, InterruptedError):
+                continue
+
+    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
+        """Send a file over the non-blocking socket *sock*."""
+        if self.get_debug() and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        _check_ssl_socket(sock)
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        _check_sendfile_params(file, offset, count)
+        try:
+            return await self._sock_sendfile_native(sock.fileno(), file, offset, count)
+        except exceptions.SendfileNotAvailableError:
+            if not fallback:
+                raise
+        return await self._sock_sendfile_fallback(sock, file, offset, count)
+
+    async def _sock_sendfile_fallback(self, sock, file, offset, count):
+        if offset:
+            file.seek(offset)
+        blocksize = (
+            min(count, constants.SENDFILE_FALLBACK_READBUFFER_SIZE)
+            if count
+            else constants.SENDFILE_FALLBACK_READBUFFER_SIZE
+        )
+        buf = bytearray(blocksize)
+        total_sent = 0
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        break
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    break  # EOF
+                await self.sock_sendall(sock, view[:read])
+                total_sent += read
+            return total_sent
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + total_sent)
+
+    async def _drained(self, transport):
+        fut = self.create_future()
+        transport._core._wait_drained(fut)
+        await fut
+
+    async def _sendfile_native(self, transport, file, offset, count):
+        if not _sendfile_source(file, count)[1]:
+            return 0  # empty file
+        tsock = transport._transport_socket()
+        if tsock is None:
+            raise RuntimeError("Transport is closing")
+        core = transport._core
+        resume_reading = core.is_reading()
+        core.pause_reading()
+        await self._drained(transport)
+        core._set_sendfile_active(True)
+        try:
+            return await self._sock_sendfile_native(tsock.fileno(), file, offset, count)
+        finally:
+            core._set_sendfile_active(False)
+            if resume_reading:
+                core.resume_reading()
+
+    async def _sock_sendfile_native(self, fd, file, offset, count):
+        """os.sendfile() from *file* to socket *fd*, waiting for writability."""
+        fileno, blocksize = _sendfile_source(file, count)
+        if not blocksize:
+            return 0  # empty file
+        total_sent = 0
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        break
+                try:
+                    sent = os.sendfile(fd, fileno, offset + total_sent, blocksize)
+                except (BlockingIOError, InterruptedError):
+                    await self._writable(fd)
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
+                        new_exc = ConnectionError("socket is not connected", errno.ENOTCONN)
+                        new_exc.__cause__ = exc
+                        exc = new_exc
+                    if total_sent == 0:
+                        # Not a file sendfile(2) can read: the fallback can.
+                        raise exceptions.SendfileNotAvailableError(
+                            "os.sendfile call failed"
+                        ) from None
+                    raise exc from None
+                if sent == 0:
+                    break  # EOF
+                total_sent += sent
+            return total_sent
+        finally:
+            if total_sent > 0:
+                os.lseek(fileno, offset + total_sent, os.SEEK_SET)
+
+    async def _writable(self, fd):
+        fut = self.create_future()
+        self.add_writer(fd, _set_done, fut)
+        try:
+            await fut
+        finally:
+            self.remove_writer(fd)
+
+    async def _sendfile_fallback(self, transport, file, offset, count):
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        total_sent = 0
+        core = transport._core
+        core._set_sendfile_active(True)
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        return total_sent
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return total_sent  # EOF
+                await self._drained(transport)
+                core._write_internal(bytes(view[:read]))
+                total_sent += read
+        finally:
+            if total_sent > 0 and hasattr(file, "seek"):
+                file.seek(offset + total_sent)
+            core._set_sendfile_active(False)
 
     async def _resolve(self, host, port, family=0, type_=socket.SOCK_STREAM, proto=0, flags=0):
         info = _ip_literal_info(host, port, family, type_, proto)
@@ -750,6 +941,27 @@ class TcpMixin:
         if self.get_debug():
             logger.info("%r is serving", server)
         return server
+
+
+def _sendfile_source(file, count):
+    """(fileno, blocksize) of a file os.sendfile() can read, or
+    SendfileNotAvailableError."""
+    if not hasattr(os, "sendfile"):
+        raise exceptions.SendfileNotAvailableError("os.sendfile() is not available")
+    try:
+        fileno = file.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        raise exceptions.SendfileNotAvailableError("not a regular file") from None
+    try:
+        fsize = os.fstat(fileno).st_size
+    except OSError:
+        raise exceptions.SendfileNotAvailableError("not a regular file") from None
+    return fileno, (count if count else fsize)
+
+
+def _set_done(fut):
+    if not fut.done():
+        fut.set_result(None)
 
 
 def os_name_posix():

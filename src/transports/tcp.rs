@@ -39,6 +39,10 @@ struct Inner {
     protocol_paused: bool,
     /// uv_write requests not yet completed.
     pending_writes: usize,
+    /// A sendfile is running: write() raises, as asyncio's does.
+    sendfile_active: bool,
+    /// Futures waiting for every queued write to be done (sendfile).
+    drain_waiters: Vec<Py<PyAny>>,
 }
 
 /// State shared by the Python-facing core and the libuv read handler.
@@ -241,15 +245,16 @@ impl Shared {
     /// asyncio's `_force_close`: drop queued writes, stop reading, and call
     /// connection_lost soon.
     fn force_close(&self, py: Python<'_>, exc: Option<PyErr>) {
-        let (tcp, first) = {
+        let (tcp, first, waiters) = {
             let mut g = self.inner.lock();
             if g.conn_lost > 0 {
                 return;
             }
             g.closing = true;
             g.conn_lost += 1;
-            (g.tcp.take(), true)
+            (g.tcp.take(), true, std::mem::take(&mut g.drain_waiters))
         };
+        wake_waiters(py, waiters, false);
         // Closing the handle cancels pending writes (their callbacks see
         // ECANCELED) and stops reading.
         drop(tcp);
@@ -354,11 +359,20 @@ impl Shared {
 
     /// A uv_write finished.
     fn on_write_done(&self, py: Python<'_>, res: Result<(), UvError>) {
-        let lose = {
+        let (lose, waiters) = {
             let mut g = self.inner.lock();
             g.pending_writes = g.pending_writes.saturating_sub(1);
-            g.closing && g.conn_lost == 0 && g.pending_writes == 0
+            let waiters = if g.pending_writes == 0 {
+                std::mem::take(&mut g.drain_waiters)
+            } else {
+                Vec::new()
+            };
+            (
+                g.closing && g.conn_lost == 0 && g.pending_writes == 0,
+                waiters,
+            )
         };
+        wake_waiters(py, waiters, res.is_ok());
         match res {
             Err(e) if e.is_cancelled() => return,
             Err(e) => {
@@ -373,6 +387,26 @@ impl Shared {
             self.inner.lock().conn_lost += 1;
             self.schedule_connection_lost(py, None);
         }
+    }
+}
+
+/// Resolve drain waiters: None when the queue drained, ConnectionError when
+/// the connection was lost first.
+fn wake_waiters(py: Python<'_>, waiters: Vec<Py<PyAny>>, ok: bool) {
+    for w in waiters {
+        let w = w.bind(py);
+        if w.call_method0("done")
+            .and_then(|d| d.is_truthy())
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        let _ = if ok {
+            w.call_method1("set_result", (py.None(),))
+        } else {
+            let exc = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+            w.call_method1("set_exception", (exc.into_value(py),))
+        };
     }
 }
 
@@ -431,6 +465,8 @@ pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Sha
             low: 16 * 1024,
             protocol_paused: false,
             pending_writes: 0,
+            sendfile_active: false,
+            drain_waiters: Vec::new(),
         }),
     });
     let reader = Reader {
@@ -530,6 +566,16 @@ impl TcpTransportCore {
     }
 
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.sh.inner.lock().sendfile_active {
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
+        }
+        self._write_internal(py, data)
+    }
+
+    /// `write()` without the sendfile check (the sendfile fallback's own writes).
+    fn _write_internal(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let is_bytes = data.is_instance_of::<PyBytes>();
         if !is_bytes
             && !data.is_instance_of::<PyByteArray>()
@@ -542,6 +588,27 @@ impl TcpTransportCore {
         }
         let buf = SimpleBuffer::get(data)?;
         self.write_buffer(py, buf)
+    }
+
+    /// Mark a sendfile as running (write() raises) or done.
+    fn _set_sendfile_active(&self, active: bool) {
+        self.sh.inner.lock().sendfile_active = active;
+    }
+
+    /// Resolve `fut` once every queued write is done (at once if none is);
+    /// fail it with ConnectionError if the connection is lost first.
+    fn _wait_drained(&self, py: Python<'_>, fut: Py<PyAny>) -> PyResult<()> {
+        let mut g = self.sh.inner.lock();
+        if g.conn_lost > 0 || g.tcp.is_none() {
+            drop(g);
+            wake_waiters(py, vec![fut], false);
+        } else if g.pending_writes == 0 {
+            drop(g);
+            wake_waiters(py, vec![fut], true);
+        } else {
+            g.drain_waiters.push(fut);
+        }
+        Ok(())
     }
 
     fn writelines(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -684,6 +751,9 @@ impl TcpTransportCore {
             }
             if let Some(t) = g.transport.as_ref() {
                 visit.call(t)?;
+            }
+            for w in &g.drain_waiters {
+                visit.call(w)?;
             }
         }
         Ok(())
