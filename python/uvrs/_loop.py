@@ -756,14 +756,6 @@ class _LoopMixin:
             return False
         return self._remove_writer(_fileobj_to_fd(fd))
 
-    async def sock_recv(self, sock, n):
-        self._check_closed()
-        raise _not_implemented("loop.sock_recv()", _TRACK_TCP)
-
-    async def sock_recv_into(self, sock, buf):
-        self._check_closed()
-        raise _not_implemented("loop.sock_recv_into()", _TRACK_TCP)
-
     async def sock_recvfrom(self, sock, bufsize):
         self._check_closed()
         raise _not_implemented("loop.sock_recvfrom()", _TRACK_LOCAL)
@@ -771,14 +763,6 @@ class _LoopMixin:
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         self._check_closed()
         raise _not_implemented("loop.sock_recvfrom_into()", _TRACK_LOCAL)
-
-    async def sock_connect(self, sock, address):
-        self._check_closed()
-        raise _not_implemented("loop.sock_connect()", _TRACK_TCP)
-
-    async def sock_accept(self, sock):
-        self._check_closed()
-        raise _not_implemented("loop.sock_accept()", _TRACK_TCP)
 
     def remove_signal_handler(self, sig):
         self._check_closed()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import io
 import itertools
 import os
@@ -434,6 +435,78 @@ class TcpMixin:
             if not fallback:
                 raise
         return await self._sendfile_fallback(transport, file, offset, count)
+
+    # -- raw socket operations on fd watchers (asyncio's selector semantics) --
+
+    def _check_sock(self, sock):
+        _check_ssl_socket(sock)
+        if self.get_debug() and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+
+    async def _sock_io(self, sock, writer, method, *args):
+        """Retry ``method(*args)`` each time the socket is ready."""
+        fut = self.create_future()
+        fd = sock.fileno()
+        if writer:
+            handle = self._add_writer(fd, _sock_io_ready, fut, method, *args)
+            fut.add_done_callback(functools.partial(self._sock_io_done, fd, True, handle))
+        else:
+            handle = self._add_reader(fd, _sock_io_ready, fut, method, *args)
+            fut.add_done_callback(functools.partial(self._sock_io_done, fd, False, handle))
+        return await fut
+
+    def _sock_io_done(self, fd, writer, handle, fut):
+        # Unregister unless a later call already replaced (cancelled) it.
+        if not handle.cancelled():
+            if writer:
+                self.remove_writer(fd)
+            else:
+                self.remove_reader(fd)
+
+    async def sock_recv(self, sock, n):
+        """Receive up to *n* bytes from the non-blocking socket *sock*."""
+        self._check_sock(sock)
+        try:
+            return sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_io(sock, False, sock.recv, n)
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into *buf* from the non-blocking socket *sock*."""
+        self._check_sock(sock)
+        try:
+            return sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_io(sock, False, sock.recv_into, buf)
+
+    async def sock_accept(self, sock):
+        """Accept a connection: ``(conn, address)``, conn non-blocking."""
+        self._check_sock(sock)
+        try:
+            conn, address = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            conn, address = await self._sock_io(sock, False, sock.accept)
+        conn.setblocking(False)
+        return conn, address
+
+    async def sock_connect(self, sock, address):
+        """Connect the non-blocking socket *sock* to *address*."""
+        self._check_sock(sock)
+        if sock.family == socket.AF_INET or (_HAS_IPV6 and sock.family == socket.AF_INET6):
+            infos = await self._resolve(
+                address[0], address[1], sock.family, sock.type, sock.proto
+            )
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            address = infos[0][4]
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+        await self._sock_io(sock, True, _connect_result, sock, address)
 
     async def sock_sendall(self, sock, data):
         """Send all of *data* on the non-blocking socket *sock*."""
@@ -957,6 +1030,27 @@ def _sendfile_source(file, count):
     except OSError:
         raise exceptions.SendfileNotAvailableError("not a regular file") from None
     return fileno, (count if count else fsize)
+
+
+def _sock_io_ready(fut, method, *args):
+    if fut.done():
+        return
+    try:
+        result = method(*args)
+    except (BlockingIOError, InterruptedError):
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _connect_result(sock, address):
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err != 0:
+        raise OSError(err, f"Connect call failed {address}")
 
 
 def _set_done(fut):

@@ -963,22 +963,22 @@ impl LoopCore {
     /// `add_reader(fd, callback, *args)` with an fd number (the Python layer
     /// resolves file objects).
     #[pyo3(signature = (fd, callback, *args))]
-    fn _add_reader(
-        slf: &Bound<'_, Self>,
+    fn _add_reader<'py>(
+        slf: &Bound<'py, Self>,
         fd: i64,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Self::add_watch(slf, fd, Side::Reader, callback, args)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
-    fn _add_writer(
-        slf: &Bound<'_, Self>,
+    fn _add_writer<'py>(
+        slf: &Bound<'py, Self>,
         fd: i64,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Self::add_watch(slf, fd, Side::Writer, callback, args)
     }
 
@@ -1081,13 +1081,15 @@ impl LoopCore {
 }
 
 impl LoopCore {
-    fn add_watch(
-        slf: &Bound<'_, Self>,
+    /// Register a reader or writer; returns its handle (as asyncio's private
+    /// `_add_reader` does, so callers can tell whether it was replaced).
+    fn add_watch<'py>(
+        slf: &Bound<'py, Self>,
         fd: i64,
         side: Side,
-        callback: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let st = &slf.get().st;
         st.check_closed()?;
@@ -1107,8 +1109,9 @@ impl LoopCore {
         let ctx = capi::copy_context(py)?;
         let h = handles::new_handle(None, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
         st.watchers
-            .add(st, fd, side, h.unbind())
-            .map_err(|e| crate::transports::errors::os_error(py, e))
+            .add(st, fd, side, h.clone().unbind())
+            .map_err(|e| crate::transports::errors::os_error(py, e))?;
+        Ok(h)
     }
 
     /// A timer of this loop is being cancelled (`_timer_handle_cancelled`).

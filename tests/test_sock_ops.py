@@ -1,0 +1,181 @@
+"""Raw socket operations (sock_*) and fd watchers (add_reader/add_writer)."""
+
+import asyncio
+import hashlib
+import os
+import socket
+
+import pytest
+
+from _util import arun, run_briefly
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def test_accept_connect_send_recv_roundtrip(loop):
+    async def main():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        srv.setblocking(False)
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            accepting = loop.create_task(loop.sock_accept(srv))
+            await loop.sock_connect(client, ("127.0.0.1", srv.getsockname()[1]))
+            conn, addr = await accepting
+            assert conn.gettimeout() == 0
+            assert addr == client.getsockname()
+            data = os.urandom(3 * 1024 * 1024)
+            sending = loop.create_task(loop.sock_sendall(client, data))
+            got = bytearray()
+            while len(got) < len(data):
+                chunk = await loop.sock_recv(conn, 65536)
+                assert chunk
+                got += chunk
+            await sending
+            assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+            conn.close()
+        finally:
+            client.close()
+            srv.close()
+
+    arun(loop, main())
+
+
+def test_recv_into(loop):
+    async def main():
+        a, b = _pair()
+        try:
+            buf = bytearray(16)
+            reading = loop.create_task(loop.sock_recv_into(a, buf))
+            await asyncio.sleep(0)
+            await loop.sock_sendall(b, b"abcdef")
+            n = await reading
+            assert bytes(buf[:n]) == b"abcdef"
+        finally:
+            a.close()
+            b.close()
+
+    arun(loop, main())
+
+
+def test_recv_returns_empty_on_eof(loop):
+    async def main():
+        a, b = _pair()
+        try:
+            reading = loop.create_task(loop.sock_recv(a, 100))
+            await asyncio.sleep(0)
+            b.close()
+            assert await reading == b""
+        finally:
+            a.close()
+
+    arun(loop, main())
+
+
+def test_connect_refused(loop):
+    async def main():
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # nothing listens there now
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            with pytest.raises(ConnectionRefusedError):
+                await loop.sock_connect(s, ("127.0.0.1", port))
+        finally:
+            s.close()
+
+    arun(loop, main())
+
+
+def test_cancelled_recv_unregisters_reader(loop):
+    async def main():
+        a, b = _pair()
+        try:
+            reading = loop.create_task(loop.sock_recv(a, 100))
+            await asyncio.sleep(0)
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            # The fd is free again: a new recv works and gets the data.
+            await loop.sock_sendall(b, b"after")
+            assert await loop.sock_recv(a, 100) == b"after"
+            assert loop.remove_reader(a) is False
+        finally:
+            a.close()
+            b.close()
+
+    arun(loop, main())
+
+
+def test_add_reader_calls_back_until_removed(loop):
+    a, b = _pair()
+    try:
+        got = []
+
+        def on_readable(tag):
+            got.append((tag, a.recv(100)))
+
+        loop.add_reader(a, on_readable, "r")
+        b.send(b"one")
+        run_briefly(loop)
+        assert got == [("r", b"one")]
+        assert loop.remove_reader(a.fileno()) is True
+        assert loop.remove_reader(a.fileno()) is False
+        b.send(b"two")
+        run_briefly(loop)
+        assert got == [("r", b"one")]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_add_writer_and_replacing_a_reader(loop):
+    a, b = _pair()
+    try:
+        calls = []
+        loop.add_writer(a, calls.append, "w")
+        run_briefly(loop)
+        assert calls and set(calls) == {"w"}
+        assert loop.remove_writer(a) is True
+        calls.clear()
+        # A second add_reader replaces the first callback.
+        loop.add_reader(a, calls.append, "first")
+        loop.add_reader(a, calls.append, "second")
+        b.send(b"x")
+        run_briefly(loop)
+        assert calls and set(calls) == {"second"}
+        loop.remove_reader(a)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_add_reader_bad_fd_object(loop):
+    with pytest.raises(ValueError):
+        loop.add_reader(object(), print)
+    with pytest.raises(ValueError):
+        loop.add_reader(-1, print)
+
+
+def test_fd_watchers_on_closed_loop(loop):
+    a, b = _pair()
+    try:
+        loop.close()
+        with pytest.raises(RuntimeError):
+            loop.add_reader(a, print)
+        assert loop.remove_reader(a) is False
+        assert loop.remove_writer(a) is False
+    finally:
+        a.close()
+        b.close()
