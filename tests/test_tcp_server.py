@@ -5,8 +5,10 @@ Reference behaviour is the stdlib loop's; every test runs on both flavors.
 
 import asyncio
 import errno
+import gc
 import socket
 import sys
+import weakref
 
 import pytest
 
@@ -621,4 +623,48 @@ def test_failing_protocol_factory_keeps_server_alive(loop):
         assert len(calls) == 2
         assert errors == []
         server.close()
+    arun(loop, main())
+
+
+def test_unreferenced_server_and_connections_survive_gc(loop):
+    """Nobody keeps the server or the accepted transports; the loop must
+    (asyncio's selector holds them): they keep serving across collections."""
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def main():
+        server = await loop.create_server(Echo, LOCALHOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        ref = weakref.ref(server)
+        del server
+        gc.collect()
+        clients = []
+        for _ in range(5):
+            s = socket.socket()
+            s.setblocking(False)
+            await loop.sock_connect(s, (LOCALHOST, port))
+            clients.append(s)
+        for _ in range(3):
+            gc.collect()
+            for i, s in enumerate(clients):
+                msg = b"ping %d" % i
+                await loop.sock_sendall(s, msg)
+                got = b""
+                while len(got) < len(msg):
+                    chunk = await loop.sock_recv(s, 100)
+                    assert chunk, "connection closed"
+                    got += chunk
+                assert got == msg
+        for s in clients:
+            s.close()
+        server = ref()
+        assert server is not None
+        server.close()
+        await server.wait_closed()
+
     arun(loop, main())

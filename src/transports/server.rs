@@ -2,7 +2,7 @@
 //! Python callback (per-connection work stays in Python: protocol factory,
 //! transport wrapper, connection_made).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -22,8 +22,10 @@ struct Shared {
     listener: Mutex<Option<uv::Tcp>>,
 }
 
+/// Holds the listener's state strongly: an open listening socket keeps its
+/// server alive (in asyncio, the selector holds the accept callback).
 struct Acceptor {
-    sh: Weak<Shared>,
+    sh: Arc<Shared>,
 }
 
 impl StreamHandler for Acceptor {
@@ -34,7 +36,7 @@ impl StreamHandler for Acceptor {
     fn on_read(&mut self, _result: Result<&[u8], UvError>) {}
 
     fn on_connection(&mut self, status: Result<(), UvError>) {
-        let Some(sh) = self.sh.upgrade() else { return };
+        let sh = self.sh.clone();
         sh.st.ensure_gil();
         // SAFETY: the GIL is held (ensure_gil above).
         let py = unsafe { Python::assume_attached() };
@@ -105,13 +107,8 @@ impl TcpListener {
             on_error: Mutex::new(Some(on_error)),
             listener: Mutex::new(None),
         });
-        let tcp = uv::Tcp::new(
-            st.uv(),
-            Box::new(Acceptor {
-                sh: Arc::downgrade(&sh),
-            }),
-        )
-        .map_err(|e| os_error(py, e))?;
+        let tcp = uv::Tcp::new(st.uv(), Box::new(Acceptor { sh: sh.clone() }))
+            .map_err(|e| os_error(py, e))?;
         tcp.open(fd as uv::poll::OsSock)
             .map_err(|e| os_error(py, e))?;
         *sh.listener.lock() = Some(tcp);
@@ -136,7 +133,18 @@ impl TcpListener {
         drop((a, b));
     }
 
+    /// While listening, the libuv handle owns the callbacks (and so the
+    /// server): nothing is reported, so an unreferenced server keeps serving.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if self
+            .sh
+            .listener
+            .try_lock()
+            .map(|l| l.is_some())
+            .unwrap_or(true)
+        {
+            return Ok(());
+        }
         visit.call(&self.sh.loop_)?;
         if let Some(c) = self.sh.on_connection.try_lock() {
             if let Some(c) = c.as_ref() {

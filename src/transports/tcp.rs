@@ -5,7 +5,7 @@
 //! The Python class `uvrs._tcp.TCPTransport` (an `asyncio.Transport`) owns one
 //! of these and exposes its methods; protocol callbacks receive that wrapper.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -61,8 +61,13 @@ pub(crate) struct Shared {
 /// inside `get_buffer()` would have cleared it (a NULL call in libuv). So a
 /// BufferedProtocol's `get_buffer()`/`buffer_updated()` are called from
 /// `on_read`, with the bytes copied from this buffer.
+///
+/// It holds the shared state strongly: while the libuv handle is open the
+/// connection is alive whoever else forgets it (as asyncio's selector keeps
+/// its transports), and the state, with the protocol and the wrapper, lives at
+/// least until the handle is closed.
 struct Reader {
-    sh: Weak<Shared>,
+    sh: Arc<Shared>,
     buf: Vec<u8>,
 }
 
@@ -75,7 +80,7 @@ impl StreamHandler for Reader {
     }
 
     fn on_read(&mut self, result: Result<&[u8], UvError>) {
-        let Some(sh) = self.sh.upgrade() else { return };
+        let sh = self.sh.clone();
         sh.st.ensure_gil();
         // SAFETY: the GIL is held (ensure_gil above).
         let py = unsafe { Python::assume_attached() };
@@ -470,7 +475,7 @@ pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Sha
         }),
     });
     let reader = Reader {
-        sh: Arc::downgrade(&sh),
+        sh: sh.clone(),
         buf: Vec::new(),
     };
     let tcp = uv::Tcp::new(st.uv(), Box::new(reader)).map_err(|e| os_error(py, e))?;
@@ -743,9 +748,16 @@ impl TcpTransportCore {
         drop((tcp, p, t));
     }
 
+    /// While the socket is open, the libuv handle owns the protocol and the
+    /// wrapper (like asyncio's selector owning its transports): they are not
+    /// reported, so the collector never takes a live connection for garbage.
+    /// Once the handle is gone they belong to this object alone.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.sh.loop_)?;
         if let Some(g) = self.sh.inner.try_lock() {
+            if g.tcp.is_some() {
+                return Ok(());
+            }
+            visit.call(&self.sh.loop_)?;
             if let Some(p) = g.protocol.as_ref() {
                 visit.call(p)?;
             }
