@@ -116,6 +116,32 @@ fn cached<'py>(
         .map(|v| v.bind(py))
 }
 
+/// In debug mode, where a handle was created (`_source_traceback`), taken
+/// as asyncio's Handle.__init__ does.
+fn source_traceback(py: Python<'_>, debug: bool) -> PyResult<Option<Bound<'_, PyAny>>> {
+    if !debug {
+        return Ok(None);
+    }
+    let extract = cached(
+        py,
+        &EXTRACT_STACK,
+        "asyncio.format_helpers",
+        "extract_stack",
+    )?;
+    extract.call0().map(Some)
+}
+
+/// The context a handle runs in: the one given, else a copy of the current.
+fn context_or_copy<'py>(
+    py: Python<'py>,
+    context: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match context {
+        Some(c) if !c.is_none() => Ok(c.clone()),
+        _ => capi::copy_context(py),
+    }
+}
+
 fn closed_error() -> PyErr {
     PyRuntimeError::new_err("Event loop is closed")
 }
@@ -611,25 +637,13 @@ impl LoopCore {
         let py = slf.py();
         let st = &slf.get().st;
         st.check_closed()?;
-        let stb = if st.is_debug() {
+        let debug = st.is_debug();
+        if debug {
             st.check_thread()?;
             check_callback(callback, "call_at")?;
-            Some(
-                cached(
-                    py,
-                    &EXTRACT_STACK,
-                    "asyncio.format_helpers",
-                    "extract_stack",
-                )?
-                .call0()?,
-            )
-        } else {
-            None
-        };
-        let ctx = match context {
-            Some(c) if !c.is_none() => c.clone(),
-            _ => capi::copy_context(py)?,
-        };
+        }
+        let stb = source_traceback(py, debug)?;
+        let ctx = context_or_copy(py, context)?;
         let reuse = st.q.lock().free_timers.pop();
         let h = handles::new_timer_handle(
             reuse,
@@ -661,23 +675,8 @@ impl LoopCore {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let st = &slf.get().st;
-        let ctx = match context {
-            Some(c) if !c.is_none() => c.clone(),
-            _ => capi::copy_context(py)?,
-        };
-        let stb = if debug_stack {
-            Some(
-                cached(
-                    py,
-                    &EXTRACT_STACK,
-                    "asyncio.format_helpers",
-                    "extract_stack",
-                )?
-                .call0()?,
-            )
-        } else {
-            None
-        };
+        let ctx = context_or_copy(py, context)?;
+        let stb = source_traceback(py, debug_stack)?;
         let reuse = st.q.lock().free.pop();
         let h = handles::new_handle(reuse, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
         st.q.lock().ready.push_back(h.clone().unbind());
@@ -1093,19 +1092,7 @@ impl LoopCore {
         let py = slf.py();
         let st = &slf.get().st;
         st.check_closed()?;
-        let stb = if st.is_debug() {
-            Some(
-                cached(
-                    py,
-                    &EXTRACT_STACK,
-                    "asyncio.format_helpers",
-                    "extract_stack",
-                )?
-                .call0()?,
-            )
-        } else {
-            None
-        };
+        let stb = source_traceback(py, st.is_debug())?;
         let ctx = capi::copy_context(py)?;
         let h = handles::new_handle(None, callback, args, slf.as_any(), &ctx, stb.as_ref())?;
         st.watchers
