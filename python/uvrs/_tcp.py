@@ -544,13 +544,20 @@ class TcpMixin:
         return await self._sock_sendfile_fallback(sock, file, offset, count)
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
+        async def send(chunk):
+            await self.sock_sendall(sock, chunk)
+
+        return await self._copy_file(
+            file, offset, count, constants.SENDFILE_FALLBACK_READBUFFER_SIZE, send
+        )
+
+    async def _copy_file(self, file, offset, count, blocksize, send):
+        """asyncio's sendfile fallback: read *file* from *offset* in chunks of
+        at most *blocksize* (in the executor) and ``await send(chunk)`` each,
+        up to *count* bytes or EOF; the file position ends after what was sent."""
         if offset:
             file.seek(offset)
-        blocksize = (
-            min(count, constants.SENDFILE_FALLBACK_READBUFFER_SIZE)
-            if count
-            else constants.SENDFILE_FALLBACK_READBUFFER_SIZE
-        )
+        blocksize = min(count, blocksize) if count else blocksize
         buf = bytearray(blocksize)
         total_sent = 0
         try:
@@ -563,7 +570,7 @@ class TcpMixin:
                 read = await self.run_in_executor(None, file.readinto, view)
                 if not read:
                     break  # EOF
-                await self.sock_sendall(sock, view[:read])
+                await send(view[:read])
                 total_sent += read
             return total_sent
         finally:
@@ -638,29 +645,16 @@ class TcpMixin:
             self.remove_writer(fd)
 
     async def _sendfile_fallback(self, transport, file, offset, count):
-        if offset:
-            file.seek(offset)
-        blocksize = min(count, 16384) if count else 16384
-        buf = bytearray(blocksize)
-        total_sent = 0
         core = transport._core
+
+        async def send(chunk):
+            await self._drained(transport)
+            core._write_internal(bytes(chunk))
+
         core._set_sendfile_active(True)
         try:
-            while True:
-                if count:
-                    blocksize = min(count - total_sent, blocksize)
-                    if blocksize <= 0:
-                        return total_sent
-                view = memoryview(buf)[:blocksize]
-                read = await self.run_in_executor(None, file.readinto, view)
-                if not read:
-                    return total_sent  # EOF
-                await self._drained(transport)
-                core._write_internal(bytes(view[:read]))
-                total_sent += read
+            return await self._copy_file(file, offset, count, 16384, send)
         finally:
-            if total_sent > 0 and hasattr(file, "seek"):
-                file.seek(offset + total_sent)
             core._set_sendfile_active(False)
 
     async def _resolve(self, host, port, family=0, type_=socket.SOCK_STREAM, proto=0, flags=0):

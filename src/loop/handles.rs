@@ -222,12 +222,13 @@ pub fn run<'py>(t: &HandleTypes, handle: &Bound<'py, PyAny>) -> PyResult<()> {
     }
 }
 
-/// The (borrowed) `_source_traceback` of a handle, or None.
-pub fn source_traceback<'py>(t: &HandleTypes, handle: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+/// A handle's slot value (borrowed), or None where the slot is empty.
+fn slot_or_none<'py>(handle: &Bound<'py, PyAny>, off: isize) -> Bound<'py, PyAny> {
     let py = handle.py();
-    // SAFETY: registered handle instance; slot may hold None or a list.
+    // SAFETY: callers pass a registered handle instance and one of its slot
+    // offsets; a non-null slot holds a live object owned by the handle.
     unsafe {
-        let v = capi::slot_get(handle.as_ptr(), t.slots.source_traceback);
+        let v = capi::slot_get(handle.as_ptr(), off);
         if v.is_null() {
             py.None().into_bound(py)
         } else {
@@ -236,25 +237,21 @@ pub fn source_traceback<'py>(t: &HandleTypes, handle: &Bound<'py, PyAny>) -> Bou
     }
 }
 
-/// The callback and args of a handle (for error messages).
+/// The `_source_traceback` of a handle, or None.
+pub fn source_traceback<'py>(t: &HandleTypes, handle: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    slot_or_none(handle, t.slots.source_traceback)
+}
+
+/// The callback and args of a handle (for error messages); None where
+/// cancel() cleared them.
 pub fn callback_and_args<'py>(
     t: &HandleTypes,
     handle: &Bound<'py, PyAny>,
 ) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
-    let py = handle.py();
-    // SAFETY: registered handle instance; slots may have been cleared to None
-    // by cancel(), or be null — both map to None.
-    unsafe {
-        let get = |off| {
-            let v = capi::slot_get(handle.as_ptr(), off);
-            if v.is_null() {
-                py.None().into_bound(py)
-            } else {
-                Bound::from_borrowed_ptr(py, v)
-            }
-        };
-        (get(t.slots.callback), get(t.slots.args))
-    }
+    (
+        slot_or_none(handle, t.slots.callback),
+        slot_or_none(handle, t.slots.args),
+    )
 }
 
 /// `handle.cancel()` for uvrs handles: asyncio's `TimerHandle.cancel` and
