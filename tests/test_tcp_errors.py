@@ -3,6 +3,7 @@ raised by protocol callbacks."""
 
 import asyncio
 import errno
+import os
 import socket
 import sys
 
@@ -404,3 +405,60 @@ def test_base_exception_in_data_received_propagates(loop, exc_type):
     peer.close()
     # the loop is still usable afterwards
     assert arun(loop, asyncio.sleep(0, "fine")) == "fine"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+def test_accept_out_of_fds_keeps_the_client_and_serves_later(loop):
+    """accept() failing with EMFILE is reported, the pending client stays in
+    the backlog, and it is served once fds are free again (asyncio retries
+    after ACCEPT_RETRY_DELAY)."""
+    import resource
+
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        server, port = await tcp_server(loop, lambda: EchoProtocol(loop))
+        client = socket.socket()
+        client.setblocking(False)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        fillers = []
+        try:
+            probe = os.open(os.devnull, os.O_RDONLY)
+            os.close(probe)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (probe + 16, hard))
+            try:
+                while True:
+                    fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+            assert client.connect_ex((LOCALHOST, port)) in (0, errno.EINPROGRESS)
+            for _ in range(100):
+                if contexts:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            # (asyncio reports each failed accept() of the round.)
+            assert contexts
+            assert {c["message"] for c in contexts} == {
+                "socket.accept() out of system resource"
+            }
+            assert isinstance(contexts[0]["exception"], OSError)
+            assert contexts[0]["exception"].errno == errno.EMFILE
+            await asyncio.wait_for(loop.sock_sendall(client, b"still here"), 5)
+            got = b""
+            while len(got) < 10:
+                chunk = await asyncio.wait_for(loop.sock_recv(client, 100), 5)
+                assert chunk
+                got += chunk
+            assert got == b"still here"
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+    arun(loop, main(), timeout=15)

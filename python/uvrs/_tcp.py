@@ -31,6 +31,7 @@ _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
 _HAS_IPV6 = socket.has_ipv6
+_AF_UNIX = getattr(socket, "AF_UNIX", None)
 
 # The methods of the native core that the wrapper exposes unchanged; bound to
 # each instance so that calling them costs no Python frame.
@@ -236,8 +237,13 @@ class Server(asyncio.AbstractServer):
             return
         self._serving = True
         for sock in self._sockets:
+            sock.listen(self._backlog)
             listener = _uvrs.TcpListener(
-                self._loop, socket.dup(sock.fileno()), self._on_connection, self._on_error
+                self._loop,
+                socket.dup(sock.fileno()),
+                self._on_connection,
+                self._on_error,
+                sock.family != _AF_UNIX,
             )
             self._listeners.append(listener)
             listener.listen(self._backlog)
@@ -278,8 +284,16 @@ class Server(asyncio.AbstractServer):
                     else None,
                 }
             )
+            # The listener stopped accepting; pending clients wait in the
+            # backlog until fds are free again (asyncio retries after 1 s).
+            self._loop.call_later(constants.ACCEPT_RETRY_DELAY, self._resume_accepting)
         elif self._loop.get_debug():
             logger.debug("error on accept: %r", exc)
+
+    def _resume_accepting(self):
+        if self._serving and self._sockets is not None:
+            for listener in self._listeners:
+                listener.resume()
 
     def get_loop(self):
         return self._loop

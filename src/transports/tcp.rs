@@ -24,8 +24,34 @@ const READ_SIZE: usize = 256 * 1024;
 /// After this many writes to a lost connection, asyncio logs a warning.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
+/// What the stream is, for the few places where asyncio's transports differ.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A TCP or Unix socket connection.
+    Socket,
+    /// The read end of a pipe, socket or character device
+    /// (`connect_read_pipe`): EOF always closes it.
+    ReadPipe,
+    /// The write end (`connect_write_pipe`); never reads.
+    WritePipe,
+}
+
+impl Kind {
+    fn parse(s: &str) -> PyResult<Kind> {
+        match s {
+            "socket" => Ok(Kind::Socket),
+            "read_pipe" => Ok(Kind::ReadPipe),
+            "write_pipe" => Ok(Kind::WritePipe),
+            _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown stream kind {s:?}"
+            ))),
+        }
+    }
+}
+
 struct Inner {
-    tcp: Option<uv::Tcp>,
+    tcp: Option<uv::AnyStream>,
+    kind: Kind,
     protocol: Option<Py<PyAny>>,
     /// The Python wrapper handed to protocol callbacks.
     transport: Option<Py<PyAny>>,
@@ -95,7 +121,11 @@ impl StreamHandler for Reader {
             Err(e) if e.is_eof() => sh.eof_received(py),
             Err(e) => {
                 let exc = os_error(py, e);
-                sh.fatal_error(py, exc, "Fatal read error on socket transport");
+                let msg = match sh.inner.lock().kind {
+                    Kind::Socket => "Fatal read error on socket transport",
+                    _ => "Fatal read error on pipe transport",
+                };
+                sh.fatal_error(py, exc, msg);
             }
         }
     }
@@ -191,6 +221,19 @@ impl Shared {
         let Some(proto) = self.protocol(py) else {
             return;
         };
+        if self.inner.lock().kind != Kind::Socket {
+            // A pipe closes on EOF whatever eof_received() returns.
+            self.stop_reading();
+            let res = proto.bind(py).call_method0("eof_received");
+            match res {
+                Err(e) if must_leave_loop(py, &e) => self.st.fail(e),
+                Err(e) => {
+                    self.protocol_error(py, e, "Fatal error: protocol.eof_received() call failed.")
+                }
+                Ok(_) => self.close(py),
+            }
+            return;
+        }
         match proto.bind(py).call_method0("eof_received") {
             Ok(keep_open) => match keep_open.is_truthy() {
                 Ok(true) => self.stop_reading(),
@@ -225,7 +268,18 @@ impl Shared {
     /// force-close with the exception.
     fn fatal_error(&self, py: Python<'_>, e: PyErr, msg: &str) {
         let loop_ = self.loop_.bind(py);
-        if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
+        // Socket transports only log OSErrors (in debug mode); pipe
+        // transports only EIO (a pty whose other side closed).
+        let quiet = match self.inner.lock().kind {
+            Kind::Socket => e.is_instance_of::<pyo3::exceptions::PyOSError>(py),
+            _ => e
+                .value(py)
+                .getattr("errno")
+                .and_then(|n| n.extract::<i32>())
+                .map(|n| n == libuv_errno_eio())
+                .unwrap_or(false),
+        };
+        if quiet {
             if self.st.is_debug() {
                 let _ = py.import("logging").and_then(|l| {
                     l.call_method1("getLogger", ("asyncio",))?
@@ -382,7 +436,11 @@ impl Shared {
             Err(e) if e.is_cancelled() => return,
             Err(e) => {
                 let exc = os_error(py, e);
-                self.fatal_error(py, exc, "Fatal write error on socket transport");
+                let msg = match self.inner.lock().kind {
+                    Kind::Socket => "Fatal write error on socket transport",
+                    _ => "Fatal write error on pipe transport",
+                };
+                self.fatal_error(py, exc, msg);
                 return;
             }
             Ok(()) => {}
@@ -449,16 +507,22 @@ impl TcpTransportCore {
     }
 }
 
-/// A fresh TCP handle on `loop_`'s libuv loop, with the shared state its
-/// reader reports to.
-pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Shared>)> {
-    let py = loop_.py();
+/// The EIO errno (libuv's codes are -errno on Unix; Windows has no EIO case
+/// for pipes).
+fn libuv_errno_eio() -> i32 {
+    -libuv_sys2::uv_errno_t_UV_EIO
+}
+
+/// Shared state for a new stream of `kind`, and the read handler for its
+/// libuv handle.
+fn new_shared(loop_: &Bound<'_, LoopCore>, kind: Kind) -> (Arc<Shared>, uv::stream::Handler) {
     let st = loop_.get().state();
     let sh = Arc::new(Shared {
-        st: st.clone(),
+        st,
         loop_: loop_.clone().into_any().unbind(),
         inner: GilCell::new(Inner {
             tcp: None,
+            kind,
             protocol: None,
             transport: None,
             buffered: false,
@@ -478,27 +542,65 @@ pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Sha
         sh: sh.clone(),
         buf: Vec::new(),
     };
-    let tcp = uv::Tcp::new(st.uv(), Box::new(reader)).map_err(|e| os_error(py, e))?;
+    (sh, Box::new(reader))
+}
+
+/// A fresh TCP handle on `loop_`'s libuv loop, with the shared state its
+/// reader reports to.
+pub(crate) fn new_tcp(loop_: &Bound<'_, LoopCore>) -> PyResult<(uv::Tcp, Arc<Shared>)> {
+    let (sh, reader) = new_shared(loop_, Kind::Socket);
+    let tcp = uv::Tcp::new(sh.st.uv(), reader).map_err(|e| os_error(loop_.py(), e))?;
     Ok((tcp, sh))
 }
 
 pub(crate) fn install_tcp(sh: &Arc<Shared>, tcp: uv::Tcp) {
     // asyncio sets TCP_NODELAY on every TCP transport.
     let _ = tcp.nodelay(true);
-    sh.inner.lock().tcp = Some(tcp);
+    sh.inner.lock().tcp = Some(uv::AnyStream::Tcp(tcp));
+}
+
+/// A stream core adopting `fd`: a TCP socket (`tcp`), or a pipe handle for a
+/// Unix socket, pipe or character device. The handle owns `fd` afterwards
+/// (closed when the transport is); on failure `fd` is left to the caller.
+pub(crate) fn stream_from_fd(
+    loop_: &Bound<'_, LoopCore>,
+    fd: i64,
+    tcp: bool,
+    kind: Kind,
+) -> PyResult<Arc<Shared>> {
+    let py = loop_.py();
+    if tcp {
+        let (t, sh) = new_tcp(loop_)?;
+        t.open(fd as uv::poll::OsSock)
+            .map_err(|e| os_error(py, e))?;
+        install_tcp(&sh, t);
+        return Ok(sh);
+    }
+    let (sh, reader) = new_shared(loop_, kind);
+    let p = uv::Pipe::new(sh.st.uv(), reader).map_err(|e| os_error(py, e))?;
+    p.open(fd).map_err(|e| os_error(py, e))?;
+    sh.inner.lock().tcp = Some(uv::AnyStream::Pipe(p));
+    Ok(sh)
 }
 
 #[pymethods]
 impl TcpTransportCore {
-    /// Adopt a connected socket (its fd now belongs to the transport).
+    /// Adopt a connected socket (its fd now belongs to the transport). With
+    /// `tcp=False`, `fd` is a Unix socket, pipe or character device and
+    /// `kind` says which transport it backs: `socket`, `read_pipe` or
+    /// `write_pipe`.
     #[staticmethod]
-    fn from_fd(loop_: &Bound<'_, LoopCore>, fd: i64) -> PyResult<TcpTransportCore> {
-        let py = loop_.py();
-        let (tcp, sh) = new_tcp(loop_)?;
-        tcp.open(fd as uv::poll::OsSock)
-            .map_err(|e| os_error(py, e))?;
-        install_tcp(&sh, tcp);
-        Ok(TcpTransportCore::wrap(sh))
+    #[pyo3(signature = (loop_, fd, tcp=true, kind="socket"))]
+    fn from_fd(
+        loop_: &Bound<'_, LoopCore>,
+        fd: i64,
+        tcp: bool,
+        kind: &str,
+    ) -> PyResult<TcpTransportCore> {
+        let kind = Kind::parse(kind)?;
+        Ok(TcpTransportCore::wrap(stream_from_fd(
+            loop_, fd, tcp, kind,
+        )?))
     }
 
     /// Connect a new TCP handle that adopts `fd` (an unconnected socket) to
@@ -626,6 +728,13 @@ impl TcpTransportCore {
     fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
         let mut g = self.sh.inner.lock();
         if g.closing || g.eof {
+            return Ok(());
+        }
+        if g.kind == Kind::WritePipe {
+            // A pipe has no half-close: asyncio closes the transport once the
+            // buffer is flushed.
+            drop(g);
+            self.sh.close(py);
             return Ok(());
         }
         g.eof = true;

@@ -28,6 +28,9 @@ unsafe fn drop_slot<D>(p: *mut c_void) {
 }
 
 /// Owner of one initialised libuv handle of raw type `H` with callback data `D`.
+/// Transparent over the pointer, so a `Stream<H>` can be viewed as a
+/// `Stream<uv_stream_t>` (see `Stream::erase`).
+#[repr(transparent)]
 pub(crate) struct HandleBox<H> {
     ptr: *mut H,
 }

@@ -30,8 +30,27 @@ pub type Handler = Box<dyn StreamHandler>;
 pub type Done = Box<dyn FnOnce(Result<(), UvError>)>;
 
 /// A stream handle of raw type `H` (`uv_tcp_t`, `uv_pipe_t`...).
+#[repr(transparent)]
 pub struct Stream<H> {
     pub(crate) h: HandleBox<H>,
+}
+
+/// A stream of either kind, owned; derefs to the operations every stream has.
+pub enum AnyStream {
+    /// A TCP socket.
+    Tcp(super::Tcp),
+    /// A Unix socket, pipe or character device.
+    Pipe(super::Pipe),
+}
+
+impl std::ops::Deref for AnyStream {
+    type Target = Stream<sys::uv_stream_t>;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            AnyStream::Tcp(t) => t.erase(),
+            AnyStream::Pipe(p) => p.erase(),
+        }
+    }
 }
 
 fn status(rc: i32) -> Result<(), UvError> {
@@ -39,6 +58,16 @@ fn status(rc: i32) -> Result<(), UvError> {
 }
 
 impl<H> Stream<H> {
+    /// This stream seen through libuv's base type. Only borrowed: the owner
+    /// (and its `Drop`, which frees memory of type `H`) stays `self`.
+    pub fn erase(&self) -> &Stream<sys::uv_stream_t> {
+        // SAFETY: Stream and HandleBox are repr(transparent) over one raw
+        // pointer, so both types have the pointer's layout; every uv stream
+        // type begins with the uv_stream_t fields, which is all the methods of
+        // Stream<uv_stream_t> touch.
+        unsafe { &*(self as *const Self as *const Stream<sys::uv_stream_t>) }
+    }
+
     fn raw(&self) -> *mut sys::uv_stream_t {
         self.h.raw() as *mut sys::uv_stream_t
     }

@@ -1,0 +1,79 @@
+//! The few plain OS calls uvrs makes itself, beside libuv (Unix only):
+//! accepting connections on a listening socket.
+//!
+//! uvrs accepts on its own instead of through `uv_listen` because libuv,
+//! when `accept()` fails with EMFILE, accepts and closes the pending
+//! connections to stop the busy loop. asyncio leaves them in the backlog and
+//! retries a second later, so no client loses its connection; uvrs does the
+//! same.
+
+use super::error::UvError;
+
+/// An accepted socket: non-blocking and close-on-exec.
+///
+/// `Err` carries the libuv form of the errno (`EAGAIN` when nothing is
+/// pending).
+pub fn accept(listen_fd: i32) -> Result<i32, UvError> {
+    loop {
+        let fd = raw_accept(listen_fd);
+        if fd >= 0 {
+            return Ok(fd);
+        }
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if errno == libc::EINTR {
+            continue;
+        }
+        return Err(UvError(-errno));
+    }
+}
+
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+))]
+fn raw_accept(listen_fd: i32) -> i32 {
+    // SAFETY: accept4 with null address pointers only reads listen_fd; an
+    // invalid fd makes it fail with EBADF, it cannot corrupt memory.
+    unsafe {
+        libc::accept4(
+            listen_fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    }
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+)))]
+fn raw_accept(listen_fd: i32) -> i32 {
+    // SAFETY: as above; fcntl on the fd accept just returned is valid. The fd
+    // is made non-blocking later by uv_tcp_open / uv_pipe_open.
+    unsafe {
+        let fd = libc::accept(listen_fd, std::ptr::null_mut(), std::ptr::null_mut());
+        if fd >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        fd
+    }
+}
+
+/// Close an fd this process owns (one libuv never saw).
+pub fn close(fd: i32) {
+    // SAFETY: the caller owns fd and does not use it afterwards.
+    unsafe { libc::close(fd) };
+}
