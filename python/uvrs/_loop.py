@@ -26,6 +26,7 @@ from asyncio.log import logger
 
 from . import _uvrs
 from ._tcp import TcpMixin
+from ._unix import UnixMixin
 
 __all__ = ("Loop",)
 
@@ -641,36 +642,6 @@ class _LoopMixin:
         self._check_closed()
         raise _not_implemented("loop.start_tls()", _TRACK_TLS)
 
-    async def create_unix_connection(
-        self,
-        protocol_factory,
-        path=None,
-        *,
-        ssl=None,
-        sock=None,
-        server_hostname=None,
-        ssl_handshake_timeout=None,
-        ssl_shutdown_timeout=None,
-    ):
-        self._check_closed()
-        raise _not_implemented("loop.create_unix_connection()", _TRACK_LOCAL)
-
-    async def create_unix_server(
-        self,
-        protocol_factory,
-        path=None,
-        *,
-        sock=None,
-        backlog=100,
-        ssl=None,
-        ssl_handshake_timeout=None,
-        ssl_shutdown_timeout=None,
-        start_serving=True,
-        cleanup_socket=True,
-    ):
-        self._check_closed()
-        raise _not_implemented("loop.create_unix_server()", _TRACK_LOCAL)
-
     async def create_datagram_endpoint(
         self,
         protocol_factory,
@@ -690,13 +661,6 @@ class _LoopMixin:
         self._check_closed()
         raise _not_implemented("loop.create_datagram_endpoint()", _TRACK_LOCAL)
 
-    async def connect_read_pipe(self, protocol_factory, pipe):
-        self._check_closed()
-        raise _not_implemented("loop.connect_read_pipe()", _TRACK_LOCAL)
-
-    async def connect_write_pipe(self, protocol_factory, pipe):
-        self._check_closed()
-        raise _not_implemented("loop.connect_write_pipe()", _TRACK_LOCAL)
 
     async def subprocess_shell(
         self,
@@ -770,5 +734,5 @@ class _LoopMixin:
 
 
 # The public, typed signatures of Loop live in __init__.pyi.
-class Loop(_uvrs.LoopCore, TcpMixin, _LoopMixin, asyncio.AbstractEventLoop):  # type: ignore[misc]
+class Loop(_uvrs.LoopCore, TcpMixin, UnixMixin, _LoopMixin, asyncio.AbstractEventLoop):  # type: ignore[misc]
     """asyncio event loop on libuv, implemented in Rust."""

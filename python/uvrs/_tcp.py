@@ -196,7 +196,11 @@ class TCPTransport(asyncio.Transport):
 
 
 class Server(asyncio.AbstractServer):
-    """The result of ``loop.create_server()``."""
+    """The result of ``loop.create_server()`` and ``create_unix_server()``."""
+
+    # (path, inode) of a Unix socket file to remove on close (3.13+).
+    _unix_cleanup = None
+    _transport_cls = TCPTransport
 
     def __init__(self, loop, sockets, protocol_factory, backlog):
         self._loop = loop
@@ -252,7 +256,7 @@ class Server(asyncio.AbstractServer):
         loop = self._loop
         try:
             protocol = self._protocol_factory()
-            transport = TCPTransport(loop, core, protocol, server=self)
+            transport = self._transport_cls(loop, core, protocol, server=self)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -317,6 +321,9 @@ class Server(asyncio.AbstractServer):
         self._listeners = []
         for sock in sockets:
             sock.close()
+        if self._unix_cleanup is not None:
+            _unlink_if_same(*self._unix_cleanup)
+            self._unix_cleanup = None
         self._serving = False
         if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
             self._serving_forever_fut.cancel()
@@ -365,6 +372,17 @@ class Server(asyncio.AbstractServer):
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
         await waiter
+
+
+def _unlink_if_same(path, ino):
+    """Remove the socket file of a closed Unix server unless it was replaced."""
+    try:
+        if os.stat(path).st_ino == ino:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
 
 
 def _ip_literal_info(host, port, family, type_, proto):
@@ -860,7 +878,7 @@ class TcpMixin:
 
         return await self._make_connection(core, sock, protocol_factory)
 
-    async def _make_connection(self, core, sock, protocol_factory):
+    async def _make_connection(self, core, sock, protocol_factory, cls=TCPTransport):
         try:
             protocol = protocol_factory()
         except BaseException:
@@ -877,7 +895,7 @@ class TcpMixin:
             extra["peername"] = sock.getpeername()
         except OSError:
             extra["peername"] = None
-        transport = TCPTransport(self, core, protocol, sock=sock, extra=extra)
+        transport = cls(self, core, protocol, sock=sock, extra=extra)
         waiter = self.create_future()
         transport._start(waiter)
         try:

@@ -222,8 +222,25 @@ impl Shared {
             return;
         };
         if self.inner.lock().kind != Kind::Socket {
-            // A pipe closes on EOF whatever eof_received() returns.
+            // A pipe closes on EOF whatever eof_received() returns. libuv
+            // reports a hung-up pty as EOF without reading; the wrapper reads
+            // once to turn that into asyncio's OSError(EIO).
             self.stop_reading();
+            match self.transport(py).bind(py).call_method0("_probe_eof") {
+                Ok(exc) if !exc.is_none() => {
+                    self.fatal_error(
+                        py,
+                        PyErr::from_value(exc),
+                        "Fatal read error on pipe transport",
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.protocol_error(py, e, "Fatal read error on pipe transport");
+                    return;
+                }
+            }
             let res = proto.bind(py).call_method0("eof_received");
             match res {
                 Err(e) if must_leave_loop(py, &e) => self.st.fail(e),
@@ -268,11 +285,11 @@ impl Shared {
     /// force-close with the exception.
     fn fatal_error(&self, py: Python<'_>, e: PyErr, msg: &str) {
         let loop_ = self.loop_.bind(py);
-        // Socket transports only log OSErrors (in debug mode); pipe
-        // transports only EIO (a pty whose other side closed).
+        // Socket and write-pipe transports only log OSErrors (in debug
+        // mode); read pipes only EIO (a pty whose other side closed).
         let quiet = match self.inner.lock().kind {
-            Kind::Socket => e.is_instance_of::<pyo3::exceptions::PyOSError>(py),
-            _ => e
+            Kind::Socket | Kind::WritePipe => e.is_instance_of::<pyo3::exceptions::PyOSError>(py),
+            Kind::ReadPipe => e
                 .value(py)
                 .getattr("errno")
                 .and_then(|n| n.extract::<i32>())
@@ -755,6 +772,11 @@ impl TcpTransportCore {
 
     fn abort(&self, py: Python<'_>) {
         self.sh.force_close(py, None);
+    }
+
+    /// Drop what is queued and lose the connection with `exc`.
+    fn _force_close(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
+        self.sh.force_close(py, Some(PyErr::from_value(exc)));
     }
 
     fn is_closing(&self) -> bool {
