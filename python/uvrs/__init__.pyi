@@ -176,7 +176,7 @@ class Loop(_uvrs.LoopCore, asyncio.AbstractEventLoop):
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
         start_serving: bool = True,
-        cleanup_socket: bool = True,
+        cleanup_socket: bool | None = None,
     ) -> asyncio.Server: ...
     async def create_datagram_endpoint(
         self,

@@ -26,6 +26,7 @@ from asyncio.log import logger
 
 from . import _uvrs
 from ._tcp import TcpMixin
+from ._udp import DatagramMixin
 from ._unix import UnixMixin
 
 __all__ = ("Loop",)
@@ -45,7 +46,6 @@ if _iscoroutinefunction is None:  # Python < 3.14
 _timeout_cm = getattr(asyncio, "timeout", None)
 
 _TRACK_TCP = "TCP"
-_TRACK_LOCAL = "Unix sockets, pipes & UDP"
 _TRACK_PROC = "subprocesses & signals"
 _TRACK_TLS = "TLS"
 
@@ -123,6 +123,10 @@ class _LoopMixin:
         self._executor_shutdown_called = False
         # Weak set of the asynchronous generators iterated by this loop.
         self._asyncgens = weakref.WeakSet()
+        # fd -> transport, for the fd watchers' "used by transport" check.
+        self._transports = weakref.WeakValueDictionary()
+        # Pending sock_* futures -> their socket (an I/O reference is held).
+        self._sock_io_pending = {}
         self._asyncgens_shutdown_called = False
         self._old_agen_hooks = None
         # Identifier of the thread running the loop, None when not running.
@@ -256,6 +260,7 @@ class _LoopMixin:
         if self.get_debug():
             logger.debug("Close %r", self)
         self._close_native()
+        self._release_sock_io()
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
@@ -642,26 +647,6 @@ class _LoopMixin:
         self._check_closed()
         raise _not_implemented("loop.start_tls()", _TRACK_TLS)
 
-    async def create_datagram_endpoint(
-        self,
-        protocol_factory,
-        local_addr=None,
-        remote_addr=None,
-        *,
-        family=0,
-        proto=0,
-        flags=0,
-        reuse_address=None,
-        reuse_port=None,
-        allow_broadcast=None,
-        sock=None,
-    ):
-        # reuse_address: deprecated in 3.10 (True is rejected), gone in 3.11+
-        # where asyncio raises TypeError for it; kept here for typeshed parity.
-        self._check_closed()
-        raise _not_implemented("loop.create_datagram_endpoint()", _TRACK_LOCAL)
-
-
     async def subprocess_shell(
         self,
         protocol_factory,
@@ -700,33 +685,36 @@ class _LoopMixin:
         self._check_closed()
         raise _not_implemented("loop.subprocess_exec()", _TRACK_PROC)
 
+    def _ensure_fd_no_transport(self, fd):
+        fileno = _fileobj_to_fd(fd)
+        transport = self._transports.get(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+        return fileno
+
     def add_reader(self, fd, callback, *args):
         """Call callback(*args) whenever fd is readable (an int or fileno())."""
-        self._add_reader(_fileobj_to_fd(fd), callback, *args)
+        fileno = self._ensure_fd_no_transport(fd)
+        self._add_reader(fileno, callback, *args)
 
     def remove_reader(self, fd):
         """Stop watching fd for reading; return whether it was watched."""
+        fileno = self._ensure_fd_no_transport(fd)
         if self.is_closed():
             return False
-        return self._remove_reader(_fileobj_to_fd(fd))
+        return self._remove_reader(fileno)
 
     def add_writer(self, fd, callback, *args):
         """Call callback(*args) whenever fd is writable (an int or fileno())."""
-        self._add_writer(_fileobj_to_fd(fd), callback, *args)
+        fileno = self._ensure_fd_no_transport(fd)
+        self._add_writer(fileno, callback, *args)
 
     def remove_writer(self, fd):
         """Stop watching fd for writing; return whether it was watched."""
+        fileno = self._ensure_fd_no_transport(fd)
         if self.is_closed():
             return False
-        return self._remove_writer(_fileobj_to_fd(fd))
-
-    async def sock_recvfrom(self, sock, bufsize):
-        self._check_closed()
-        raise _not_implemented("loop.sock_recvfrom()", _TRACK_LOCAL)
-
-    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
-        self._check_closed()
-        raise _not_implemented("loop.sock_recvfrom_into()", _TRACK_LOCAL)
+        return self._remove_writer(fileno)
 
     def remove_signal_handler(self, sig):
         self._check_closed()
@@ -734,5 +722,7 @@ class _LoopMixin:
 
 
 # The public, typed signatures of Loop live in __init__.pyi.
-class Loop(_uvrs.LoopCore, TcpMixin, UnixMixin, _LoopMixin, asyncio.AbstractEventLoop):  # type: ignore[misc]
+class Loop(  # type: ignore[misc]
+    _uvrs.LoopCore, TcpMixin, UnixMixin, DatagramMixin, _LoopMixin, asyncio.AbstractEventLoop
+):
     """asyncio event loop on libuv, implemented in Rust."""

@@ -50,6 +50,17 @@ _FAST_METHODS = (
 )
 
 
+def _is_buffered(protocol):
+    """Whether to feed *protocol* through get_buffer()/buffer_updated().
+
+    A BufferedProtocol, or (as uvloop accepts) any protocol with get_buffer()
+    and no data_received(), on which asyncio would fail.
+    """
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        return True
+    return not hasattr(protocol, "data_received") and hasattr(protocol, "get_buffer")
+
+
 def _tls_not_implemented():
     return NotImplementedError(
         "uvrs: TLS (ssl=) is not implemented yet (tracked: TLS); "
@@ -71,7 +82,9 @@ class TCPTransport(asyncio.Transport):
         self._server = server
         self._protocol = protocol
         self._protocol_connected = False
-        core._attach(protocol, self, isinstance(protocol, asyncio.BufferedProtocol))
+        core._attach(protocol, self, _is_buffered(protocol))
+        if sock is not None:
+            loop._transports[sock.fileno()] = self
         for name in _FAST_METHODS:
             setattr(self, name, getattr(core, name))
         if server is not None:
@@ -121,7 +134,7 @@ class TCPTransport(asyncio.Transport):
     def set_protocol(self, protocol):
         self._protocol = protocol
         self._protocol_connected = True
-        self._core.set_protocol(protocol, isinstance(protocol, asyncio.BufferedProtocol))
+        self._core.set_protocol(protocol, _is_buffered(protocol))
 
     def get_protocol(self):
         return self._protocol
@@ -151,6 +164,8 @@ class TCPTransport(asyncio.Transport):
                 if fd < 0:
                     return None
                 sock = self._sock = socket.socket(fileno=socket.dup(fd))
+                if self._loop is not None:
+                    self._loop._transports[sock.fileno()] = self
             self._tsock = trsock.TransportSocket(sock)
         return self._tsock
 
@@ -476,24 +491,42 @@ class TcpMixin:
             raise ValueError("the socket must be non-blocking")
 
     async def _sock_io(self, sock, writer, method, *args):
-        """Retry ``method(*args)`` each time the socket is ready."""
+        """Retry ``method(*args)`` each time the socket is ready.
+
+        While the operation waits, the loop holds an I/O reference on the
+        socket (as ``makefile()`` does): ``sock.close()`` then only marks it
+        closed, and the fd is released when the operation ends or the loop
+        closes, never while libuv still watches it.
+        """
         fut = self.create_future()
         fd = sock.fileno()
         if writer:
             handle = self._add_writer(fd, _sock_io_ready, fut, method, *args)
-            fut.add_done_callback(functools.partial(self._sock_io_done, fd, True, handle))
         else:
             handle = self._add_reader(fd, _sock_io_ready, fut, method, *args)
-            fut.add_done_callback(functools.partial(self._sock_io_done, fd, False, handle))
+        if hasattr(sock, "_decref_socketios"):
+            sock._io_refs += 1
+            self._sock_io_pending[fut] = sock
+        fut.add_done_callback(functools.partial(self._sock_io_done, fd, writer, handle))
         return await fut
 
     def _sock_io_done(self, fd, writer, handle, fut):
         # Unregister unless a later call already replaced (cancelled) it.
-        if not handle.cancelled():
+        if not handle.cancelled() and not self.is_closed():
             if writer:
-                self.remove_writer(fd)
+                self._remove_writer(fd)
             else:
-                self.remove_reader(fd)
+                self._remove_reader(fd)
+        sock = self._sock_io_pending.pop(fut, None)
+        if sock is not None:
+            sock._decref_socketios()
+
+    def _release_sock_io(self):
+        """Loop close: give back the I/O references of waiting operations."""
+        pending = self._sock_io_pending
+        self._sock_io_pending = {}
+        for sock in pending.values():
+            sock._decref_socketios()
 
     async def sock_recv(self, sock, n):
         """Receive up to *n* bytes from the non-blocking socket *sock*."""
@@ -670,11 +703,11 @@ class TcpMixin:
 
     async def _writable(self, fd):
         fut = self.create_future()
-        self.add_writer(fd, _set_done, fut)
+        self._add_writer(fd, _set_done, fut)
         try:
             await fut
         finally:
-            self.remove_writer(fd)
+            self._remove_writer(fd)
 
     async def _sendfile_fallback(self, transport, file, offset, count):
         core = transport._core

@@ -314,15 +314,13 @@ class UnixMixin:
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
         start_serving=True,
-        **kwargs,
+        cleanup_socket=None,
     ):
-        if kwargs:
-            if not _PY313 or set(kwargs) != {"cleanup_socket"}:
-                name = next(iter(kwargs))
-                raise TypeError(
-                    f"create_unix_server() got an unexpected keyword argument {name!r}"
-                )
-        cleanup_socket = kwargs.get("cleanup_socket", True) and _PY313
+        # 3.13 added cleanup_socket (default True); uvrs accepts it on every
+        # version (as uvloop does) and defaults to what the running asyncio
+        # does: clean up from 3.13 on.
+        if cleanup_socket is None:
+            cleanup_socket = _PY313
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         if ssl_handshake_timeout is not None and not ssl:
@@ -384,6 +382,10 @@ class UnixMixin:
 
     async def connect_read_pipe(self, protocol_factory, pipe):
         self._check_closed()
+        if sys.platform == "win32":
+            raise NotImplementedError(
+                "uvrs: connect_read_pipe() is not supported on Windows yet"
+            )
         protocol = protocol_factory()
         waiter = self.create_future()
         transport = ReadPipeTransport(self, pipe, protocol, waiter)
@@ -396,6 +398,10 @@ class UnixMixin:
 
     async def connect_write_pipe(self, protocol_factory, pipe):
         self._check_closed()
+        if sys.platform == "win32":
+            raise NotImplementedError(
+                "uvrs: connect_write_pipe() is not supported on Windows yet"
+            )
         protocol = protocol_factory()
         waiter = self.create_future()
         transport = WritePipeTransport(self, pipe, protocol, waiter)

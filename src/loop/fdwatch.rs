@@ -134,6 +134,12 @@ impl FdWatchers {
         };
         let mut out = Vec::with_capacity(2);
         let err = status < 0;
+        if err {
+            // libuv stops a poll handle that saw POLLERR (e.g. a UDP socket's
+            // ICMP error); a selector keeps watching, and the callbacks
+            // consume the error. Watch again.
+            let _ = watch.poll.start(watch.events());
+        }
         if let Some(r) = &watch.reader {
             if err || events & (poll::READABLE | poll::DISCONNECT) != 0 {
                 out.push(r.clone_ref(py));

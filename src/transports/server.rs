@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::errors::os_error;
-use super::tcp::{Kind, TcpTransportCore};
+use super::tcp::TcpTransportCore;
 use crate::r#loop::core::{must_leave_loop, LoopCore, State};
 use crate::uv::{self, UvError};
 
@@ -117,8 +117,13 @@ fn accept_ready(sh: &Arc<Shared>, status: i32) {
                 return;
             }
         };
-        let res = super::tcp::stream_from_fd(sh.loop_.bind(py), fd as i64, sh.tcp, Kind::Socket)
-            .and_then(|core| sh.deliver(py, TcpTransportCore::wrap_pub(core)));
+        let res = super::tcp::stream_from_fd(
+            sh.loop_.bind(py),
+            fd as i64,
+            sh.tcp,
+            super::tcp::Kind::Socket,
+        )
+        .and_then(|core| sh.deliver(py, TcpTransportCore::wrap_pub(core)));
         if let Err(e) = res {
             sh.report(py, e);
         }
