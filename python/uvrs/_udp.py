@@ -214,36 +214,27 @@ class DatagramTransport(transports.DatagramTransport):
         if self._buffer_size <= self._high or self._protocol_paused:
             return
         self._protocol_paused = True
+        self._flow_call("pause_writing")
+
+    def _maybe_resume_protocol(self):
+        if self._protocol_paused and self._buffer_size <= self._low:
+            self._protocol_paused = False
+            self._flow_call("resume_writing")
+
+    def _flow_call(self, name):
         try:
-            self._protocol.pause_writing()
+            getattr(self._protocol, name)()
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._loop.call_exception_handler(
                 {
-                    "message": "protocol.pause_writing() failed",
+                    "message": f"protocol.{name}() failed",
                     "exception": exc,
                     "transport": self,
                     "protocol": self._protocol,
                 }
             )
-
-    def _maybe_resume_protocol(self):
-        if self._protocol_paused and self._buffer_size <= self._low:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler(
-                    {
-                        "message": "protocol.resume_writing() failed",
-                        "exception": exc,
-                        "transport": self,
-                        "protocol": self._protocol,
-                    }
-                )
 
     # ---- lifecycle -------------------------------------------------------
 

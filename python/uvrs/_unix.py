@@ -381,34 +381,21 @@ class UnixMixin:
         return server
 
     async def connect_read_pipe(self, protocol_factory, pipe):
-        self._check_closed()
-        if sys.platform == "win32":
-            raise NotImplementedError(
-                "uvrs: connect_read_pipe() is not supported on Windows yet"
-            )
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = ReadPipeTransport(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await self._connect_pipe(ReadPipeTransport, protocol_factory, pipe)
 
     async def connect_write_pipe(self, protocol_factory, pipe):
+        return await self._connect_pipe(WritePipeTransport, protocol_factory, pipe)
+
+    async def _connect_pipe(self, transport_cls, protocol_factory, pipe):
         self._check_closed()
         if sys.platform == "win32":
-            raise NotImplementedError(
-                "uvrs: connect_write_pipe() is not supported on Windows yet"
-            )
+            raise NotImplementedError("uvrs: pipe transports are not supported on Windows yet")
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = WritePipeTransport(self, pipe, protocol, waiter)
+        transport = transport_cls(self, pipe, protocol, waiter)
         try:
             await waiter
         except BaseException:
             transport.close()
             raise
         return transport, protocol
-
