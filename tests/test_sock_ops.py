@@ -179,3 +179,38 @@ def test_fd_watchers_on_closed_loop(loop):
     finally:
         a.close()
         b.close()
+
+
+def test_sock_recv_sizes_and_bad_sizes(loop):
+    """recv(0) gives b'', a negative size is a ValueError, and data already
+    waiting is returned without the call suspending."""
+
+    async def main():
+        a, b = _pair()
+        with a, b:
+            assert await loop.sock_recv(a, 0) == b""
+            with pytest.raises(ValueError):
+                await loop.sock_recv(a, -1)
+            with pytest.raises(TypeError):
+                await loop.sock_recv(a, "10")
+            b.send(b"ready")
+            await asyncio.sleep(0.01)
+            assert await loop.sock_recv(a, 100) == b"ready"
+            b.close()
+            assert await loop.sock_recv(a, 100) == b""
+
+    arun(loop, main())
+
+
+def test_sock_recv_after_peer_reset(loop):
+    async def main():
+        a, b = _pair()
+        with a:
+            pending = loop.create_task(loop.sock_recv(a, 100))
+            await asyncio.sleep(0.01)
+            b.close()
+            assert await asyncio.wait_for(pending, 5) == b""
+            # The reader was unregistered when the call ended.
+            assert loop.remove_reader(a.fileno()) is False
+
+    arun(loop, main())

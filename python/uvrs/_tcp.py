@@ -531,11 +531,12 @@ class TcpMixin:
     async def sock_recv(self, sock, n):
         """Receive up to *n* bytes from the non-blocking socket *sock*."""
         self._check_sock(sock)
-        try:
-            return sock.recv(n)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._sock_io(sock, False, sock.recv, n)
+        fut = self.create_future()
+        # Native: read now, or complete fut from the poll callback.
+        data = self._sock_recv(sock, n, fut)
+        if data is None:
+            return await fut
+        return data
 
     async def sock_recv_into(self, sock, buf):
         """Receive into *buf* from the non-blocking socket *sock*."""

@@ -320,17 +320,35 @@ impl State {
     }
 
     /// A watched fd is ready: queue its reader and/or writer handle.
+    /// Register `obj` (a handle or a native sock op) on `fd`.
+    pub(crate) fn watchers_add(
+        self: &Arc<Self>,
+        fd: i64,
+        side: Side,
+        obj: Py<PyAny>,
+    ) -> Result<(), crate::uv::UvError> {
+        self.watchers.add(self, fd, side, obj)
+    }
+
+    /// Unregister `obj` from `fd` if it is still what is registered there.
+    pub(crate) fn watchers_remove_if(&self, fd: i64, side: Side, obj: &Bound<'_, PyAny>) -> bool {
+        self.watchers.remove_if(fd, side, obj)
+    }
+
     pub(crate) fn on_fd_ready(&self, fd: i64, status: i32, events: i32) {
         self.gil.ensure();
         // SAFETY: as in on_check.
         let py = unsafe { Python::assume_attached() };
         let Ok(t) = handles::types() else { return };
-        let ready: Vec<Py<PyAny>> = self
-            .watchers
-            .ready(py, fd, status, events)
-            .into_iter()
-            .filter(|h| !handles::is_cancelled(t, h.bind(py)))
-            .collect();
+        let mut ready: Vec<Py<PyAny>> = Vec::new();
+        for h in self.watchers.ready(py, fd, status, events) {
+            // A native sock op completes right here; a handle is queued.
+            if let Ok(op) = h.bind(py).cast::<super::sockops::SockRecv>() {
+                op.get().on_ready(py);
+            } else if !handles::is_cancelled(t, h.bind(py)) {
+                ready.push(h);
+            }
+        }
         if !ready.is_empty() {
             self.q.lock().ready.extend(ready);
         }
@@ -979,6 +997,19 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
         Self::add_watch(slf, fd, Side::Writer, callback, args)
+    }
+
+    /// `sock_recv` fast path: the bytes now, or None after arranging for
+    /// `fut` to get them (see `sockops`).
+    fn _sock_recv(
+        &self,
+        py: Python<'_>,
+        sock: &Bound<'_, PyAny>,
+        n: isize,
+        fut: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        self.st.check_closed()?;
+        super::sockops::sock_recv(py, &self.st, sock, n, fut)
     }
 
     fn _remove_reader(&self, fd: i64) -> bool {

@@ -125,6 +125,24 @@ impl FdWatchers {
         true
     }
 
+    /// `remove(fd, side)` if `obj` is what is registered there.
+    pub fn remove_if(&self, fd: i64, side: Side, obj: &Bound<'_, PyAny>) -> bool {
+        {
+            let map = self.map.lock();
+            let Some(watch) = map.get(&fd) else {
+                return false;
+            };
+            let cur = match side {
+                Side::Reader => &watch.reader,
+                Side::Writer => &watch.writer,
+            };
+            if cur.as_ref().map(|c| c.as_ptr()) != Some(obj.as_ptr()) {
+                return false;
+            }
+        }
+        self.remove(fd, side)
+    }
+
     /// The handles to run for a readiness event on `fd` (events is a libuv
     /// mask; an error status wakes both sides so they see the error).
     pub fn ready(&self, py: Python<'_>, fd: i64, status: i32, events: i32) -> Vec<Py<PyAny>> {
@@ -182,5 +200,11 @@ impl FdWatchers {
 }
 
 fn cancel(py: Python<'_>, h: Py<PyAny>) {
+    if let Ok(op) = h.bind(py).cast::<super::sockops::SockRecv>() {
+        // A native sock op: its future stays pending, as asyncio's does;
+        // the socket gets its I/O reference back.
+        let _ = op.get().release(py);
+        return;
+    }
     let _ = handles::_cancel_handle(h.bind(py));
 }

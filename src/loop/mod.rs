@@ -7,4 +7,5 @@ pub mod core;
 pub mod fdwatch;
 pub mod gil;
 pub mod handles;
+pub mod sockops;
 pub mod timers;

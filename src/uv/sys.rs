@@ -77,3 +77,28 @@ pub fn close(fd: i32) {
     // SAFETY: the caller owns fd and does not use it afterwards.
     unsafe { libc::close(fd) };
 }
+
+/// `recv(fd, buf, MSG_DONTWAIT)`: bytes read (0 at EOF), or the libuv form
+/// of the errno (`EAGAIN` when nothing is there). Never blocks, whatever the
+/// socket's mode.
+pub fn recv(fd: i32, buf: &mut [u8]) -> Result<usize, UvError> {
+    loop {
+        // SAFETY: buf is valid for writes of buf.len() bytes for the call; an
+        // invalid fd makes recv fail with EBADF.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if errno != libc::EINTR {
+            return Err(UvError(-errno));
+        }
+    }
+}

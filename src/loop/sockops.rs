@@ -1,0 +1,174 @@
+//! Native `sock_recv`: the read is tried at once and, when the socket has
+//! nothing yet, retried from the fd watcher's poll callback itself, with the
+//! future completed there (no Python handle, frame or done-callback in
+//! between). The op object is also the future's done callback: it
+//! unregisters the watch and gives back the socket's I/O reference.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use pyo3::{PyTraverseError, PyVisit};
+
+use super::core::State;
+use super::fdwatch::Side;
+use crate::transports::errors::os_error;
+
+/// Largest single read (as asyncio's transports read at most 256 KiB).
+const MAX_READ: usize = 256 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pending `sock_recv` registered as the reader of its fd.
+#[pyclass(module = "uvrs._uvrs", frozen)]
+pub struct SockRecv {
+    st: Weak<State>,
+    fd: i64,
+    n: usize,
+    fut: Py<PyAny>,
+    sock: Py<PyAny>,
+    /// An I/O reference was taken on the socket and not yet given back.
+    io_ref: AtomicBool,
+}
+
+/// What one read attempt gave.
+pub(crate) enum Attempt {
+    Done(PyResult<Py<PyAny>>),
+    WouldBlock,
+}
+
+/// One non-blocking read of at most `n` bytes from `sock`.
+#[cfg(unix)]
+fn read_once(py: Python<'_>, _sock: &Py<PyAny>, fd: i64, n: usize) -> Attempt {
+    SCRATCH.with(|s| {
+        let mut buf = s.borrow_mut();
+        let want = n.min(MAX_READ);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        match crate::uv::sys::recv(fd as i32, &mut buf[..want]) {
+            Ok(k) => Attempt::Done(Ok(PyBytes::new(py, &buf[..k]).into_any().unbind())),
+            Err(e) if e.0 == libuv_sys2::uv_errno_t_UV_EAGAIN => Attempt::WouldBlock,
+            Err(e) => Attempt::Done(Err(os_error(py, e))),
+        }
+    })
+}
+
+/// One read through the socket object (Windows: no native recv here).
+#[cfg(not(unix))]
+fn read_once(py: Python<'_>, sock: &Py<PyAny>, _fd: i64, n: usize) -> Attempt {
+    match sock.bind(py).call_method1(pyo3::intern!(py, "recv"), (n,)) {
+        Ok(v) => Attempt::Done(Ok(v.unbind())),
+        Err(e)
+            if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+        {
+            Attempt::WouldBlock
+        }
+        Err(e) => Attempt::Done(Err(e)),
+    }
+}
+
+impl SockRecv {
+    /// Give back the socket's I/O reference (once).
+    pub(crate) fn release(&self, py: Python<'_>) -> PyResult<()> {
+        if self.io_ref.swap(false, Ordering::Relaxed) {
+            self.sock
+                .bind(py)
+                .call_method0(pyo3::intern!(py, "_decref_socketios"))?;
+        }
+        Ok(())
+    }
+
+    /// The fd is readable: finish the future unless the read would block.
+    pub(crate) fn on_ready(&self, py: Python<'_>) {
+        let fut = self.fut.bind(py);
+        if fut
+            .call_method0(pyo3::intern!(py, "done"))
+            .and_then(|d| d.is_truthy())
+            .unwrap_or(true)
+        {
+            return; // cancelled: the done callback unregisters
+        }
+        let res = match read_once(py, &self.sock, self.fd, self.n) {
+            Attempt::WouldBlock => return,
+            Attempt::Done(Ok(v)) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,)),
+            Attempt::Done(Err(e)) => {
+                fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))
+            }
+        };
+        if let Err(e) = res {
+            if let Some(st) = self.st.upgrade() {
+                st.fail(e);
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl SockRecv {
+    /// The future is done: stop watching and release the socket.
+    fn __call__(slf: &Bound<'_, Self>, _fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        let op = slf.get();
+        if let Some(st) = op.st.upgrade() {
+            st.watchers_remove_if(op.fd, Side::Reader, slf.as_any());
+        }
+        op.release(slf.py())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.fut)?;
+        visit.call(&self.sock)
+    }
+}
+
+/// `sock_recv(sock, n)`: the bytes if the socket has some (or EOF) now;
+/// otherwise None, and `fut` gets them later.
+pub(crate) fn sock_recv(
+    py: Python<'_>,
+    st: &Arc<State>,
+    sock: &Bound<'_, PyAny>,
+    n: isize,
+    fut: &Bound<'_, PyAny>,
+) -> PyResult<Option<Py<PyAny>>> {
+    if n < 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "negative buffersize in recv",
+        ));
+    }
+    if n == 0 {
+        // As socket.recv(0): nothing to read, nothing to wait for.
+        return Ok(Some(PyBytes::new(py, b"").into_any().unbind()));
+    }
+    let n = n as usize;
+    let fd: i64 = sock.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
+    let sock_py = sock.clone().unbind();
+    match read_once(py, &sock_py, fd, n) {
+        Attempt::Done(r) => return r.map(Some),
+        Attempt::WouldBlock => {}
+    }
+    let io_ref = sock.hasattr(pyo3::intern!(py, "_decref_socketios"))?;
+    let op = Bound::new(
+        py,
+        SockRecv {
+            st: Arc::downgrade(st),
+            fd,
+            n,
+            fut: fut.clone().unbind(),
+            sock: sock_py,
+            io_ref: AtomicBool::new(io_ref),
+        },
+    )?;
+    st.watchers_add(fd, Side::Reader, op.clone().into_any().unbind())
+        .map_err(|e| os_error(py, e))?;
+    if io_ref {
+        let refs: i64 = sock.getattr(pyo3::intern!(py, "_io_refs"))?.extract()?;
+        sock.setattr(pyo3::intern!(py, "_io_refs"), refs + 1)?;
+    }
+    fut.call_method1(pyo3::intern!(py, "add_done_callback"), (op,))?;
+    Ok(None)
+}
