@@ -921,3 +921,42 @@ def test_no_fd_leak(loop):
     arun(loop, make_and_close())
     run_briefly(loop, 3)
     assert open_fd_count() == before
+
+
+def test_exception_in_datagram_received_is_reported_and_reading_goes_on(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    class Flaky(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = []
+            self.second = loop.create_future()
+
+        def datagram_received(self, data, addr):
+            self.got.append(data)
+            if data == b"boom":
+                raise ValueError("boom")
+            if not self.second.done():
+                self.second.set_result(None)
+
+    async def main():
+        transport, proto = await loop.create_datagram_endpoint(
+            Flaky, local_addr=("127.0.0.1", 0)
+        )
+        addr = transport.get_extra_info("sockname")
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sender.sendto(b"boom", addr)
+            await asyncio.sleep(0.05)
+            sender.sendto(b"fine", addr)
+            await asyncio.wait_for(proto.second, 5)
+        finally:
+            sender.close()
+            transport.close()
+        return proto
+
+    proto = arun(loop, main())
+    assert proto.got == [b"boom", b"fine"]
+    assert len(contexts) == 1
+    assert contexts[0]["message"].startswith("Exception in callback ")
+    assert isinstance(contexts[0]["exception"], ValueError)

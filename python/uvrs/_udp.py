@@ -25,7 +25,6 @@ _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
-_MAX_SIZE = 256 * 1024
 # Per-datagram overhead counted in the write buffer size (asyncio 3.12+).
 _HEADER_SIZE = 8 if _PY312 else 0
 _unset = object()
@@ -78,25 +77,9 @@ class DatagramTransport(transports.DatagramTransport):
 
     def _start_reading(self):
         if not self._closing:
-            self._loop._add_reader(self._sock_fd, self._read_ready)
-
-    # ---- reading ---------------------------------------------------------
-
-    def _read_ready(self):
-        if self._conn_lost:
-            return
-        try:
-            data, addr = self._sock.recvfrom(_MAX_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._protocol.error_received(exc)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on datagram transport")
-        else:
-            self._protocol.datagram_received(data, addr)
+            # Native: recvfrom and datagram_received from the poll callback,
+            # with _read_ready's semantics.
+            self._loop._add_datagram_reader(self._sock_fd, self._sock, self)
 
     # ---- writing ---------------------------------------------------------
 

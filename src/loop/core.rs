@@ -345,6 +345,8 @@ impl State {
             // A native sock op completes right here; a handle is queued.
             if let Ok(op) = h.bind(py).cast::<super::sockops::SockRecv>() {
                 op.get().on_ready(py);
+            } else if let Ok(r) = h.bind(py).cast::<super::sockops::DatagramReader>() {
+                r.get().on_ready(py);
             } else if !handles::is_cancelled(t, h.bind(py)) {
                 ready.push(h);
             }
@@ -1010,6 +1012,18 @@ impl LoopCore {
     ) -> PyResult<Option<Py<PyAny>>> {
         self.st.check_closed()?;
         super::sockops::sock_recv(py, &self.st, sock, n, fut)
+    }
+
+    /// Read datagrams for `transport` from `sock` (fd `fd`) natively.
+    fn _add_datagram_reader(
+        slf: &Bound<'_, Self>,
+        fd: i64,
+        sock: &Bound<'_, PyAny>,
+        transport: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let st = &slf.get().st;
+        st.check_closed()?;
+        super::sockops::add_datagram_reader(slf.py(), st, slf.as_any(), fd, sock, transport)
     }
 
     fn _remove_reader(&self, fd: i64) -> bool {

@@ -172,3 +172,117 @@ pub(crate) fn sock_recv(
     fut.call_method1(pyo3::intern!(py, "add_done_callback"), (op,))?;
     Ok(None)
 }
+
+/// Datagrams read per readiness event at most (then other fds get a turn).
+const DATAGRAMS_PER_WAKEUP: usize = 16;
+
+/// The reader of a datagram transport: on readiness, `recvfrom` on the
+/// socket and `datagram_received` on the protocol, straight from the poll
+/// callback (asyncio's `_read_ready`, without a handle or a Python frame).
+#[pyclass(module = "uvrs._uvrs", frozen)]
+pub struct DatagramReader {
+    st: Weak<State>,
+    loop_: Py<PyAny>,
+    recvfrom: Py<PyAny>,
+    transport: Py<PyAny>,
+}
+
+impl DatagramReader {
+    pub(crate) fn on_ready(&self, py: Python<'_>) {
+        if let Err(e) = self.read(py) {
+            if let Some(st) = self.st.upgrade() {
+                if crate::r#loop::core::must_leave_loop(py, &e) {
+                    st.fail(e);
+                    return;
+                }
+            }
+            let t = self.transport.bind(py);
+            let ctx = pyo3::types::PyDict::new(py);
+            let _ = ctx.set_item(
+                "message",
+                "Exception in callback DatagramTransport._read_ready()",
+            );
+            let _ = ctx.set_item("exception", e.into_value(py));
+            let _ = ctx.set_item("transport", t);
+            if let Ok(p) = t.getattr(pyo3::intern!(py, "_protocol")) {
+                let _ = ctx.set_item("protocol", p);
+            }
+            if let Err(err) = self
+                .loop_
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "call_exception_handler"), (ctx,))
+            {
+                if let Some(st) = self.st.upgrade() {
+                    st.fail(err);
+                }
+            }
+        }
+    }
+
+    fn read(&self, py: Python<'_>) -> PyResult<()> {
+        let t = self.transport.bind(py);
+        for _ in 0..DATAGRAMS_PER_WAKEUP {
+            // Closed (possibly by the previous datagram's callback): asyncio
+            // would have removed the reader by now.
+            if t.getattr(pyo3::intern!(py, "_closing"))?.is_truthy()? {
+                return Ok(());
+            }
+            let proto = t.getattr(pyo3::intern!(py, "_protocol"))?;
+            match self.recvfrom.bind(py).call1((MAX_READ,)) {
+                Ok(pair) => {
+                    let (data, addr): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
+                    proto.call_method1(pyo3::intern!(py, "datagram_received"), (data, addr))?;
+                }
+                Err(e)
+                    if e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+                        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py) =>
+                {
+                    return Ok(());
+                }
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+                    proto.call_method1(pyo3::intern!(py, "error_received"), (e.into_value(py),))?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    t.call_method1(
+                        pyo3::intern!(py, "_fatal_error"),
+                        (e.into_value(py), "Fatal read error on datagram transport"),
+                    )?;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl DatagramReader {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.recvfrom)?;
+        visit.call(&self.transport)
+    }
+}
+
+/// Register `transport`'s native reader on `fd` (its socket `sock`).
+pub(crate) fn add_datagram_reader(
+    py: Python<'_>,
+    st: &Arc<State>,
+    loop_: &Bound<'_, PyAny>,
+    fd: i64,
+    sock: &Bound<'_, PyAny>,
+    transport: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let reader = Py::new(
+        py,
+        DatagramReader {
+            st: Arc::downgrade(st),
+            loop_: loop_.clone().unbind(),
+            recvfrom: sock.getattr(pyo3::intern!(py, "recvfrom"))?.unbind(),
+            transport: transport.clone().unbind(),
+        },
+    )?;
+    st.watchers_add(fd, super::fdwatch::Side::Reader, reader.into_any())
+        .map_err(|e| os_error(py, e))
+}
