@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import errno
 import functools
 import io
@@ -82,7 +83,7 @@ class TCPTransport(asyncio.Transport):
         self._server = server
         self._protocol = protocol
         self._protocol_connected = False
-        core._attach(protocol, self, _is_buffered(protocol))
+        core._attach(protocol, self, _is_buffered(protocol), contextvars.copy_context())
         if sock is not None:
             loop._transports[sock.fileno()] = self
         for name in _FAST_METHODS:
@@ -228,6 +229,7 @@ class Server(asyncio.AbstractServer):
         self._serving = False
         self._serving_forever_fut = None
         self._clients = weakref.WeakSet()
+        self._context = None  # captured by _start_serving
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -255,6 +257,7 @@ class Server(asyncio.AbstractServer):
         if self._serving:
             return
         self._serving = True
+        self._context = contextvars.copy_context()
         for sock in self._sockets:
             sock.listen(self._backlog)
             listener = _uvrs.TcpListener(
@@ -268,6 +271,11 @@ class Server(asyncio.AbstractServer):
             listener.listen(self._backlog)
 
     def _on_connection(self, core):
+        # asyncio accepts in the context captured when serving started and
+        # sets each connection up in a copy of it.
+        self._context.copy().run(self._accept, core)
+
+    def _accept(self, core):
         loop = self._loop
         try:
             protocol = self._protocol_factory()

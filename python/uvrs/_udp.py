@@ -11,6 +11,7 @@ AF_UNIX datagram sockets included (libuv's ``uv_udp_t`` is IP only), and for
 from __future__ import annotations
 
 import collections
+import contextvars
 import os
 import socket
 import stat
@@ -59,6 +60,9 @@ class DatagramTransport(transports.DatagramTransport):
         self._protocol_paused = False
         self._family = sock.family
         self._checked_addr = None
+        # Protocol callbacks run in a copy of the creator's context (asyncio's
+        # reader handle captures it the same way).
+        self._context = contextvars.copy_context()
         loop._transports[self._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         # Reading starts once connection_made() has run.
@@ -79,7 +83,7 @@ class DatagramTransport(transports.DatagramTransport):
         if not self._closing:
             # Native: recvfrom and datagram_received from the poll callback,
             # with _read_ready's semantics.
-            self._loop._add_datagram_reader(self._sock_fd, self._sock, self)
+            self._loop._add_datagram_reader(self._sock_fd, self._sock, self, self._context)
 
     # ---- writing ---------------------------------------------------------
 
@@ -239,7 +243,7 @@ class DatagramTransport(transports.DatagramTransport):
         if not self._buffer:
             self._conn_lost += 1
             self._loop._remove_writer(self._sock_fd)
-            self._loop.call_soon(self._call_connection_lost, None)
+            self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
     def abort(self):
         self._force_close(None)
@@ -270,7 +274,7 @@ class DatagramTransport(transports.DatagramTransport):
             self._closing = True
             self._loop._remove_reader(self._sock_fd)
         self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     def _call_connection_lost(self, exc):
         try:

@@ -13,6 +13,7 @@ by the transport, when the connection is lost.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import os
 import socket
@@ -56,7 +57,7 @@ class _PipeTransport:
         self._core = core
         self._pipe = pipe
         self._protocol = protocol
-        core._attach(protocol, self, False)
+        core._attach(protocol, self, False, contextvars.copy_context())
 
     def is_closing(self):
         return self._core.is_closing()

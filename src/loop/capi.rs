@@ -275,3 +275,39 @@ impl Drop for SimpleBuffer {
         unsafe { ffi::PyBuffer_Release(&mut *self.view) }
     }
 }
+
+/// A `contextvars.Context` entered for the guard's lifetime (protocol
+/// callbacks of a transport run in the context captured at its creation).
+pub struct ContextGuard {
+    ctx: *mut ffi::PyObject,
+}
+
+impl ContextGuard {
+    /// Enter `ctx` (a Context object); None if it cannot be entered (not a
+    /// Context, or already entered): the callbacks then run where they are.
+    pub fn enter(py: Python<'_>, ctx: &Py<PyAny>) -> Option<ContextGuard> {
+        let p = ctx.as_ptr();
+        // SAFETY: the GIL is held (py); p is a live object, kept alive by the
+        // caller for the guard's lifetime; PyContext_Enter checks its type.
+        unsafe {
+            if ffi::PyContext_CheckExact(p) == 0 || ffi::PyContext_Enter(p) < 0 {
+                ffi::PyErr_Clear();
+                let _ = py;
+                return None;
+            }
+        }
+        Some(ContextGuard { ctx: p })
+    }
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        // SAFETY: the context was entered by `enter` on this thread, which
+        // still holds the GIL (guards live within one GIL-holding callback).
+        unsafe {
+            if ffi::PyContext_Exit(self.ctx) < 0 {
+                ffi::PyErr_Clear();
+            }
+        }
+    }
+}

@@ -1014,16 +1014,27 @@ impl LoopCore {
         super::sockops::sock_recv(py, &self.st, sock, n, fut)
     }
 
-    /// Read datagrams for `transport` from `sock` (fd `fd`) natively.
+    /// Read datagrams for `transport` from `sock` (fd `fd`) natively; the
+    /// protocol's callbacks run in `context`.
+    #[pyo3(signature = (fd, sock, transport, context=None))]
     fn _add_datagram_reader(
         slf: &Bound<'_, Self>,
         fd: i64,
         sock: &Bound<'_, PyAny>,
         transport: &Bound<'_, PyAny>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let st = &slf.get().st;
         st.check_closed()?;
-        super::sockops::add_datagram_reader(slf.py(), st, slf.as_any(), fd, sock, transport)
+        super::sockops::add_datagram_reader(
+            slf.py(),
+            st,
+            slf.as_any(),
+            fd,
+            sock,
+            transport,
+            context,
+        )
     }
 
     fn _remove_reader(&self, fd: i64) -> bool {

@@ -185,10 +185,16 @@ pub struct DatagramReader {
     loop_: Py<PyAny>,
     recvfrom: Py<PyAny>,
     transport: Py<PyAny>,
+    /// The context the protocol's callbacks run in.
+    context: Option<Py<PyAny>>,
 }
 
 impl DatagramReader {
     pub(crate) fn on_ready(&self, py: Python<'_>) {
+        let _entered = self
+            .context
+            .as_ref()
+            .and_then(|c| super::capi::ContextGuard::enter(py, c));
         if let Err(e) = self.read(py) {
             if let Some(st) = self.st.upgrade() {
                 if crate::r#loop::core::must_leave_loop(py, &e) {
@@ -261,6 +267,9 @@ impl DatagramReader {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         visit.call(&self.recvfrom)?;
+        if let Some(c) = &self.context {
+            visit.call(c)?;
+        }
         visit.call(&self.transport)
     }
 }
@@ -273,6 +282,7 @@ pub(crate) fn add_datagram_reader(
     fd: i64,
     sock: &Bound<'_, PyAny>,
     transport: &Bound<'_, PyAny>,
+    context: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     let reader = Py::new(
         py,
@@ -281,6 +291,7 @@ pub(crate) fn add_datagram_reader(
             loop_: loop_.clone().unbind(),
             recvfrom: sock.getattr(pyo3::intern!(py, "recvfrom"))?.unbind(),
             transport: transport.clone().unbind(),
+            context,
         },
     )?;
     st.watchers_add(fd, super::fdwatch::Side::Reader, reader.into_any())

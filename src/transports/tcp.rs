@@ -13,7 +13,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::errors::os_error;
-use crate::r#loop::capi::SimpleBuffer;
+use crate::r#loop::capi::{ContextGuard, SimpleBuffer};
 use crate::r#loop::core::{must_leave_loop, LoopCore, State};
 use crate::r#loop::gil::GilCell;
 use crate::uv::{self, StreamHandler, UvError};
@@ -52,6 +52,8 @@ impl Kind {
 struct Inner {
     tcp: Option<uv::AnyStream>,
     kind: Kind,
+    /// The context protocol callbacks run in (a copy of the creator's).
+    context: Option<Py<PyAny>>,
     protocol: Option<Py<PyAny>>,
     /// The Python wrapper handed to protocol callbacks.
     transport: Option<Py<PyAny>>,
@@ -110,6 +112,8 @@ impl StreamHandler for Reader {
         sh.st.ensure_gil();
         // SAFETY: the GIL is held (ensure_gil above).
         let py = unsafe { Python::assume_attached() };
+        let ctx = sh.context(py);
+        let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
         match result {
             Ok(data) => {
                 if sh.inner.lock().buffered {
@@ -132,6 +136,10 @@ impl StreamHandler for Reader {
 }
 
 impl Shared {
+    fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inner.lock().context.as_ref().map(|c| c.clone_ref(py))
+    }
+
     fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.inner.lock().protocol.as_ref().map(|p| p.clone_ref(py))
     }
@@ -348,10 +356,18 @@ impl Shared {
             drop(tcp);
             return;
         }
-        let res = t
-            .bind(py)
-            .getattr("_call_connection_lost")
-            .and_then(|cb| self.loop_.bind(py).call_method1("call_soon", (cb, exc)));
+        // In the transport's context, as uvloop does (asyncio uses whatever
+        // context closed the transport).
+        let ctx = self.context(py);
+        let res = t.bind(py).getattr("_call_connection_lost").and_then(|cb| {
+            let kw = PyDict::new(py);
+            if let Some(c) = ctx {
+                kw.set_item(pyo3::intern!(py, "context"), c)?;
+            }
+            self.loop_
+                .bind(py)
+                .call_method("call_soon", (cb, exc), Some(&kw))
+        });
         if let Err(e) = res {
             self.st.fail(e);
         }
@@ -435,6 +451,8 @@ impl Shared {
 
     /// A uv_write finished.
     fn on_write_done(&self, py: Python<'_>, res: Result<(), UvError>) {
+        let ctx = self.context(py);
+        let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
         let (lose, waiters) = {
             let mut g = self.inner.lock();
             g.pending_writes = g.pending_writes.saturating_sub(1);
@@ -540,6 +558,7 @@ fn new_shared(loop_: &Bound<'_, LoopCore>, kind: Kind) -> (Arc<Shared>, uv::stre
         inner: GilCell::new(Inner {
             tcp: None,
             kind,
+            context: None,
             protocol: None,
             transport: None,
             buffered: false,
@@ -670,11 +689,21 @@ impl TcpTransportCore {
     }
 
     /// Attach the protocol and the Python transport wrapper.
-    fn _attach(&self, protocol: Py<PyAny>, transport: Py<PyAny>, buffered: bool) {
+    /// Attach the protocol, the Python wrapper and the context the
+    /// protocol's callbacks run in.
+    #[pyo3(signature = (protocol, transport, buffered, context=None))]
+    fn _attach(
+        &self,
+        protocol: Py<PyAny>,
+        transport: Py<PyAny>,
+        buffered: bool,
+        context: Option<Py<PyAny>>,
+    ) {
         let mut g = self.sh.inner.lock();
         g.protocol = Some(protocol);
         g.transport = Some(transport);
         g.buffered = buffered;
+        g.context = context;
     }
 
     /// Start reading (after connection_made, as asyncio does).
@@ -872,11 +901,16 @@ impl TcpTransportCore {
     /// Called (through call_soon) after connection_lost: close the socket and
     /// drop the references to the protocol and the wrapper.
     fn _release(&self) {
-        let (tcp, p, t) = {
+        let (tcp, p, t, c) = {
             let mut g = self.sh.inner.lock();
-            (g.tcp.take(), g.protocol.take(), g.transport.take())
+            (
+                g.tcp.take(),
+                g.protocol.take(),
+                g.transport.take(),
+                g.context.take(),
+            )
         };
-        drop((tcp, p, t));
+        drop((tcp, p, t, c));
     }
 
     /// While the socket is open, the libuv handle owns the protocol and the
@@ -895,6 +929,9 @@ impl TcpTransportCore {
             if let Some(t) = g.transport.as_ref() {
                 visit.call(t)?;
             }
+            if let Some(c) = g.context.as_ref() {
+                visit.call(c)?;
+            }
             for w in &g.drain_waiters {
                 visit.call(w)?;
             }
@@ -903,11 +940,11 @@ impl TcpTransportCore {
     }
 
     fn __clear__(&self) {
-        let (p, t) = {
+        let (p, t, c) = {
             let mut g = self.sh.inner.lock();
-            (g.protocol.take(), g.transport.take())
+            (g.protocol.take(), g.transport.take(), g.context.take())
         };
-        drop((p, t));
+        drop((p, t, c));
     }
 }
 
