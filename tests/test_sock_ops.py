@@ -214,3 +214,112 @@ def test_sock_recv_after_peer_reset(loop):
             assert loop.remove_reader(a.fileno()) is False
 
     arun(loop, main())
+
+
+def test_sock_recv_then_close_frees_the_fd_at_once(loop):
+    """After a sock_recv, close() closes the fd immediately (the loop keeps
+    no reference), and the fd number can serve a new socket at once."""
+
+    async def main():
+        a, b = _pair()
+        with b:
+            pending = loop.create_task(loop.sock_recv(a, 10))
+            await asyncio.sleep(0.01)
+            b.send(b"one")
+            assert await pending == b"one"
+            fd = a.fileno()
+            a.close()
+            assert a.fileno() == -1
+            with pytest.raises(OSError):
+                os.fstat(fd)
+
+    arun(loop, main())
+
+
+class _FirstData(asyncio.Protocol):
+    data = None
+
+    def data_received(self, data):
+        if self.data is None:
+            self.data = data
+
+
+def test_fd_number_reused_right_after_close(loop):
+    """A socket closed right after a sock_recv, its fd number reused at once
+    by a TCP connection and by another sock_recv: both work."""
+
+    async def main():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        srv.setblocking(False)
+        port = srv.getsockname()[1]
+        with srv:
+            for _ in range(3):
+                a, b = _pair()
+                with b:
+                    pending = loop.create_task(loop.sock_recv(a, 10))
+                    await asyncio.sleep(0)
+                    b.send(b"x")
+                    assert await pending == b"x"
+                    a.close()
+                # Same batch: a new socket probably gets the freed number.
+                c, d = _pair()
+                with c, d:
+                    waiting = loop.create_task(loop.sock_recv(c, 10))
+                    await asyncio.sleep(0.01)
+                    d.send(b"again")
+                    assert await asyncio.wait_for(waiting, 5) == b"again"
+                a, b = _pair()
+                with b:
+                    pending = loop.create_task(loop.sock_recv(a, 10))
+                    await asyncio.sleep(0)
+                    b.send(b"y")
+                    assert await pending == b"y"
+                    a.close()
+                # Same batch: a TCP transport opens on a reused number.
+                tr, proto = await asyncio.wait_for(
+                    loop.create_connection(_FirstData, "127.0.0.1", port), 5
+                )
+                conn, _ = await asyncio.wait_for(loop.sock_accept(srv), 5)
+                with conn:
+                    conn.send(b"to transport")
+                    while proto.data is None:
+                        await asyncio.sleep(0.01)
+                    assert proto.data == b"to transport"
+                tr.close()
+                # And a connection adopted from a socket: its duplicate is
+                # likely to get the number just freed.
+                a, b = _pair()
+                with b:
+                    pending = loop.create_task(loop.sock_recv(a, 10))
+                    await asyncio.sleep(0)
+                    b.send(b"z")
+                    assert await pending == b"z"
+                    a.close()
+                    e, f = socket.socketpair()
+                    with e, f:
+                        tr, proto = await loop.connect_accepted_socket(_FirstData, e)
+                        f.send(b"adopted")
+                        while proto.data is None:
+                            await asyncio.sleep(0.01)
+                        assert proto.data == b"adopted"
+                        tr.close()
+
+    arun(loop, main(), timeout=15)
+
+
+def test_many_sock_recv_rounds_on_one_socket(loop):
+    async def main():
+        a, b = _pair()
+        with a, b:
+            for i in range(200):
+                pending = loop.create_task(loop.sock_recv(a, 100))
+                await asyncio.sleep(0)
+                b.send(str(i).encode())
+                assert await asyncio.wait_for(pending, 5) == str(i).encode()
+            # Nothing left registered once the calls are over.
+            await asyncio.sleep(0.01)
+            assert loop.remove_reader(a.fileno()) is False
+
+    arun(loop, main())

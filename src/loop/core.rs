@@ -277,6 +277,7 @@ impl State {
         // SAFETY: the GIL is held: ensure() restored it if the poll released it,
         // and otherwise this thread has held it since entering uv_run.
         let py = unsafe { Python::assume_attached() };
+        self.watchers.sweep(py);
         if self.has_pending() {
             return;
         }
@@ -320,7 +321,7 @@ impl State {
     }
 
     /// A watched fd is ready: queue its reader and/or writer handle.
-    /// Register `obj` (a handle or a native sock op) on `fd`.
+    /// Register `obj` (a handle or a native reader) on `fd`.
     pub(crate) fn watchers_add(
         self: &Arc<Self>,
         fd: i64,
@@ -330,9 +331,36 @@ impl State {
         self.watchers.add(self, fd, side, obj)
     }
 
-    /// Unregister `obj` from `fd` if it is still what is registered there.
-    pub(crate) fn watchers_remove_if(&self, fd: i64, side: Side, obj: &Bound<'_, PyAny>) -> bool {
-        self.watchers.remove_if(fd, side, obj)
+    /// Register a native op of socket `sock` as the reader of `fd`.
+    pub(crate) fn watchers_add_op(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        fd: i64,
+        obj: Py<PyAny>,
+        sock: &Bound<'_, PyAny>,
+    ) -> Result<(), crate::uv::UvError> {
+        self.watchers
+            .add_op(py, self, fd, Side::Reader, obj, Some(sock))
+    }
+
+    /// A native op finished: park its watch for the socket's next op.
+    pub(crate) fn watchers_park(
+        &self,
+        fd: i64,
+        obj: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+    ) -> bool {
+        self.watchers.park(fd, obj, sock)
+    }
+
+    /// Unregister the native reader `obj` of `fd` if it is still there.
+    pub(crate) fn watchers_remove_if(&self, fd: i64, obj: &Bound<'_, PyAny>) -> bool {
+        self.watchers.remove_if(fd, Side::Reader, obj)
+    }
+
+    /// About to open a libuv handle on `fd`: drop a watch parked on it.
+    pub(crate) fn evict_parked(&self, fd: i64) {
+        self.watchers.evict(fd);
     }
 
     pub(crate) fn on_fd_ready(&self, fd: i64, status: i32, events: i32) {
@@ -1052,6 +1080,7 @@ impl LoopCore {
             Ok(fd) => fd,
             Err(_) => sock.call_method0("fileno")?.extract()?,
         };
+        self.st.evict_parked(fd);
         let w = Arc::downgrade(&self.st);
         let s = sock.clone().unbind();
         let poll = uv::Poll::new(

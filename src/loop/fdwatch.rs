@@ -2,6 +2,15 @@
 //! poll handle per watched fd, carrying asyncio handles for its reader and
 //! writer. When the fd is ready, the handle is queued on the ready queue, as
 //! asyncio's selector loop does, so it runs in the next batch.
+//!
+//! A native `sock_recv` (see `sockops`) that finishes *parks* its watch: the
+//! poll keeps running, with no reader, so the socket's next `sock_recv` takes
+//! it over without a single `epoll_ctl` (libuv implements `uv_poll_start` as
+//! a DEL and an ADD, and closing as another DEL). A parked watch is torn down
+//! after a loop iteration without a new op, as soon as its socket is seen
+//! closed, and before uvrs opens any libuv handle on the same fd number
+//! (`evict`): a closed socket's number can be reused, and libuv keeps one
+//! watcher per fd number. The socket itself is never held open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -13,16 +22,26 @@ use super::core::State;
 use super::handles;
 use crate::uv::{self, poll};
 
+/// A finished native op's socket, still watched for a next op.
+struct Parked {
+    sock: Py<PyAny>,
+    /// `FdWatchers::epoch` when parked.
+    epoch: u64,
+}
+
 struct Watch {
     poll: uv::Poll,
     reader: Option<Py<PyAny>>,
     writer: Option<Py<PyAny>>,
+    parked: Option<Parked>,
+    /// The events the poll was last started with.
+    started: i32,
 }
 
 impl Watch {
     fn events(&self) -> i32 {
         let mut ev = 0;
-        if self.reader.is_some() {
+        if self.reader.is_some() || self.parked.is_some() {
             ev |= poll::READABLE | poll::DISCONNECT;
         }
         if self.writer.is_some() {
@@ -30,12 +49,25 @@ impl Watch {
         }
         ev
     }
+
+    /// Start (or restart) the poll if the wanted events changed.
+    fn sync(&mut self) -> Result<(), uv::UvError> {
+        let ev = self.events();
+        if ev != self.started {
+            self.poll.start(ev)?;
+            self.started = ev;
+        }
+        Ok(())
+    }
 }
 
 /// The fds a loop watches.
 #[derive(Default)]
 pub struct FdWatchers {
     map: Mutex<HashMap<i64, Watch>>,
+    /// Loop iterations seen by `sweep`.
+    epoch: Mutex<u64>,
+    parked: Mutex<usize>,
 }
 
 /// Which side of a watch.
@@ -55,6 +87,20 @@ impl FdWatchers {
         side: Side,
         handle: Py<PyAny>,
     ) -> Result<(), uv::UvError> {
+        Python::attach(|py| self.add_op(py, st, fd, side, handle, None))
+    }
+
+    /// `add`, for a native op on socket `sock`: a watch parked by an earlier
+    /// op on the same, still open socket is taken over as it is.
+    pub fn add_op(
+        &self,
+        py: Python<'_>,
+        st: &Arc<State>,
+        fd: i64,
+        side: Side,
+        handle: Py<PyAny>,
+        sock: Option<&Bound<'_, PyAny>>,
+    ) -> Result<(), uv::UvError> {
         let mut map = self.map.lock();
         let watch = match map.entry(fd) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -73,15 +119,26 @@ impl FdWatchers {
                     poll,
                     reader: None,
                     writer: None,
+                    parked: None,
+                    started: 0,
                 })
             }
         };
+        let mut unparked = None;
+        if let Some(p) = watch.parked.take() {
+            *self.parked.lock() -= 1;
+            let same = sock.is_some_and(|s| s.as_ptr() == p.sock.as_ptr() && fileno(s) == fd);
+            if !same {
+                // Another file may have this number now: register afresh.
+                watch.started = 0;
+            }
+            unparked = Some(p);
+        }
         let old = match side {
             Side::Reader => watch.reader.replace(handle),
             Side::Writer => watch.writer.replace(handle),
         };
-        let res = watch.poll.start(watch.events());
-        if res.is_err() {
+        if let Err(e) = watch.sync() {
             // Leave no half-registered watch behind.
             match side {
                 Side::Reader => watch.reader = old,
@@ -90,11 +147,12 @@ impl FdWatchers {
             if watch.events() == 0 {
                 map.remove(&fd);
             }
-            return res;
+            return Err(e);
         }
         drop(map);
+        drop(unparked);
         if let Some(old) = old {
-            Python::attach(|py| cancel(py, old));
+            cancel(py, old);
         }
         Ok(())
     }
@@ -112,11 +170,10 @@ impl FdWatchers {
         let Some(old) = old else {
             return false;
         };
-        let ev = watch.events();
-        let gone = if ev == 0 {
+        let gone = if watch.events() == 0 {
             map.remove(&fd)
         } else {
-            let _ = watch.poll.start(ev);
+            let _ = watch.sync();
             None
         };
         drop(map);
@@ -143,11 +200,91 @@ impl FdWatchers {
         self.remove(fd, side)
     }
 
+    /// A native op `obj` on `sock` finished: if it is still the reader of
+    /// `fd`, park the watch instead of tearing it down.
+    pub fn park(&self, fd: i64, obj: &Bound<'_, PyAny>, sock: &Bound<'_, PyAny>) -> bool {
+        let old = {
+            let mut map = self.map.lock();
+            let Some(watch) = map.get_mut(&fd) else {
+                return false;
+            };
+            if watch.reader.as_ref().map(|c| c.as_ptr()) != Some(obj.as_ptr()) {
+                return false;
+            }
+            let epoch = *self.epoch.lock();
+            watch.parked = Some(Parked {
+                sock: sock.clone().unbind(),
+                epoch,
+            });
+            *self.parked.lock() += 1;
+            watch.reader.take()
+        };
+        drop(old);
+        true
+    }
+
+    /// Once per loop iteration: tear down parked watches left unused for a
+    /// whole iteration or whose socket was closed.
+    pub fn sweep(&self, py: Python<'_>) {
+        let epoch = {
+            let mut e = self.epoch.lock();
+            *e += 1;
+            *e
+        };
+        if *self.parked.lock() == 0 {
+            return;
+        }
+        let stale: Vec<i64> = self
+            .map
+            .lock()
+            .iter()
+            .filter(|(fd, w)| {
+                w.parked
+                    .as_ref()
+                    .is_some_and(|p| p.epoch + 1 < epoch || fileno(p.sock.bind(py)) != **fd)
+            })
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in stale {
+            self.unpark(fd);
+        }
+    }
+
+    /// uvrs is about to open a libuv handle on `fd`: a watch parked on that
+    /// number belongs to a socket closed since, and must go first.
+    pub fn evict(&self, fd: i64) {
+        if *self.parked.lock() > 0 {
+            self.unpark(fd);
+        }
+    }
+
+    fn unpark(&self, fd: i64) {
+        let (gone, parked) = {
+            let mut map = self.map.lock();
+            let Some(watch) = map.get_mut(&fd) else {
+                return;
+            };
+            let Some(p) = watch.parked.take() else {
+                return;
+            };
+            *self.parked.lock() -= 1;
+            if watch.events() == 0 {
+                (map.remove(&fd), Some(p))
+            } else {
+                watch.started = 0;
+                let _ = watch.sync();
+                (None, Some(p))
+            }
+        };
+        drop(gone);
+        drop(parked);
+    }
+
     /// The handles to run for a readiness event on `fd` (events is a libuv
     /// mask; an error status wakes both sides so they see the error).
     pub fn ready(&self, py: Python<'_>, fd: i64, status: i32, events: i32) -> Vec<Py<PyAny>> {
-        let map = self.map.lock();
-        let Some(watch) = map.get(&fd) else {
+        let mut map = self.map.lock();
+        let Some(watch) = map.get_mut(&fd) else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(2);
@@ -156,7 +293,8 @@ impl FdWatchers {
             // libuv stops a poll handle that saw POLLERR (e.g. a UDP socket's
             // ICMP error); a selector keeps watching, and the callbacks
             // consume the error. Watch again.
-            let _ = watch.poll.start(watch.events());
+            watch.started = 0;
+            let _ = watch.sync();
         }
         if let Some(r) = &watch.reader {
             if err || events & (poll::READABLE | poll::DISCONNECT) != 0 {
@@ -174,13 +312,17 @@ impl FdWatchers {
     /// Drop every watch (loop close): the handles are cancelled.
     pub fn clear(&self, py: Python<'_>) {
         let all: Vec<Watch> = self.map.lock().drain().map(|(_, w)| w).collect();
+        *self.parked.lock() = 0;
         for w in all {
             let Watch {
                 poll,
                 reader,
                 writer,
+                parked,
+                ..
             } = w;
             drop(poll);
+            drop(parked);
             for h in [reader, writer].into_iter().flatten() {
                 cancel(py, h);
             }
@@ -194,9 +336,19 @@ impl FdWatchers {
                 for h in [&w.reader, &w.writer].into_iter().flatten() {
                     f(h);
                 }
+                if let Some(p) = &w.parked {
+                    f(&p.sock);
+                }
             }
         }
     }
+}
+
+/// The socket's fd number now (-1 once closed or detached).
+fn fileno(sock: &Bound<'_, PyAny>) -> i64 {
+    sock.call_method0(pyo3::intern!(sock.py(), "fileno"))
+        .and_then(|f| f.extract())
+        .unwrap_or(-1)
 }
 
 fn cancel(py: Python<'_>, h: Py<PyAny>) {

@@ -13,7 +13,6 @@ use pyo3::types::PyBytes;
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::core::State;
-use super::fdwatch::Side;
 use crate::transports::errors::os_error;
 
 /// Largest single read (as asyncio's transports read at most 256 KiB).
@@ -114,10 +113,22 @@ impl SockRecv {
     /// The future is done: stop watching and release the socket.
     fn __call__(slf: &Bound<'_, Self>, _fut: &Bound<'_, PyAny>) -> PyResult<()> {
         let op = slf.get();
+        let py = slf.py();
+        // Giving the I/O reference back may close the socket (it was closed
+        // during the call): then the watch goes; else it stays for the
+        // socket's next sock_recv (see fdwatch).
+        op.release(py)?;
         if let Some(st) = op.st.upgrade() {
-            st.watchers_remove_if(op.fd, Side::Reader, slf.as_any());
+            let sock = op.sock.bind(py);
+            let open = sock
+                .call_method0(pyo3::intern!(py, "fileno"))
+                .and_then(|f| f.extract::<i64>())
+                .is_ok_and(|f| f == op.fd);
+            if !(open && st.watchers_park(op.fd, slf.as_any(), sock)) {
+                st.watchers_remove_if(op.fd, slf.as_any());
+            }
         }
-        op.release(slf.py())
+        Ok(())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -163,7 +174,7 @@ pub(crate) fn sock_recv(
             io_ref: AtomicBool::new(io_ref),
         },
     )?;
-    st.watchers_add(fd, Side::Reader, op.clone().into_any().unbind())
+    st.watchers_add_op(py, fd, op.clone().into_any().unbind(), sock)
         .map_err(|e| os_error(py, e))?;
     if io_ref {
         let refs: i64 = sock.getattr(pyo3::intern!(py, "_io_refs"))?.extract()?;

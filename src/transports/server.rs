@@ -132,6 +132,7 @@ fn accept_ready(sh: &Arc<Shared>, status: i32) {
 
 #[cfg(unix)]
 fn open_listener(py: Python<'_>, sh: &Arc<Shared>, fd: i64) -> PyResult<Listening> {
+    sh.st.evict_parked(fd);
     let fd = fd as i32;
     let acc = sh.clone();
     match uv::Poll::new(
@@ -205,6 +206,7 @@ impl uv::StreamHandler for Acceptor {
 fn open_listener(py: Python<'_>, sh: &Arc<Shared>, fd: i64) -> PyResult<Listening> {
     let tcp = uv::Tcp::new(sh.st.uv(), Box::new(Acceptor { sh: sh.clone() }))
         .map_err(|e| os_error(py, e))?;
+    sh.st.evict_parked(fd);
     tcp.open(fd as uv::poll::OsSock)
         .map_err(|e| os_error(py, e))?;
     Ok(Listening { tcp })

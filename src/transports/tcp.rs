@@ -605,6 +605,8 @@ pub(crate) fn stream_from_fd(
     kind: Kind,
 ) -> PyResult<Arc<Shared>> {
     let py = loop_.py();
+    // A watch parked on this fd number belongs to a socket closed since.
+    loop_.get().state().evict_parked(fd);
     if tcp {
         let (t, sh) = new_tcp(loop_)?;
         t.open(fd as uv::poll::OsSock)
@@ -665,6 +667,7 @@ impl TcpTransportCore {
         };
         let sa = uv::SockAddr::new(&host, port, flowinfo, scope_id).map_err(|e| os_error(py, e))?;
         let (tcp, sh) = new_tcp(loop_)?;
+        sh.st.evict_parked(fd);
         tcp.open(fd as uv::poll::OsSock)
             .map_err(|e| os_error(py, e))?;
         let st = sh.st.clone();
