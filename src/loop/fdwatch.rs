@@ -101,6 +101,9 @@ impl FdWatchers {
         handle: Py<PyAny>,
         sock: Option<&Bound<'_, PyAny>>,
     ) -> Result<(), uv::UvError> {
+        // Python (fileno()) runs before the map is locked: it could call
+        // back into the watchers.
+        let sock_open = sock.is_some_and(|s| fileno(s) == fd);
         let mut map = self.map.lock();
         let watch = match map.entry(fd) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -127,7 +130,7 @@ impl FdWatchers {
         let mut unparked = None;
         if let Some(p) = watch.parked.take() {
             *self.parked.lock() -= 1;
-            let same = sock.is_some_and(|s| s.as_ptr() == p.sock.as_ptr() && fileno(s) == fd);
+            let same = sock_open && sock.is_some_and(|s| s.as_ptr() == p.sock.as_ptr());
             if !same {
                 // Another file may have this number now: register afresh.
                 watch.started = 0;
@@ -234,19 +237,21 @@ impl FdWatchers {
         if *self.parked.lock() == 0 {
             return;
         }
-        let stale: Vec<i64> = self
+        let parked: Vec<(i64, u64, Py<PyAny>)> = self
             .map
             .lock()
             .iter()
-            .filter(|(fd, w)| {
+            .filter_map(|(fd, w)| {
                 w.parked
                     .as_ref()
-                    .is_some_and(|p| p.epoch + 1 < epoch || fileno(p.sock.bind(py)) != **fd)
+                    .map(|p| (*fd, p.epoch, p.sock.clone_ref(py)))
             })
-            .map(|(fd, _)| *fd)
             .collect();
-        for fd in stale {
-            self.unpark(fd);
+        // fileno() outside the lock (see add_op).
+        for (fd, parked_at, sock) in parked {
+            if parked_at + 1 < epoch || fileno(sock.bind(py)) != fd {
+                self.unpark(fd);
+            }
         }
     }
 
