@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import os
 import socket
-import stat
 import sys
 import warnings
 from asyncio import constants, futures, transports, trsock
 from asyncio.log import logger
 
 from ._tcp import _check_ssl_socket, _set_reuseport
+from ._unix import remove_stale_unix_socket
 
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
@@ -301,18 +300,6 @@ def _check_datagram_sock(sock):
         raise ValueError(f"A UDP Socket was expected, got {sock!r}")
 
 
-def _remove_stale_unix_socket(path):
-    if path[0] in (0, "\x00"):
-        return
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.remove(path)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        logger.error("Unable to check or remove stale UNIX socket %r: %r", path, err)
-
-
 class DatagramMixin:
     """The datagram methods of ``uvrs.Loop``."""
 
@@ -384,7 +371,7 @@ class DatagramMixin:
                 if addr is not None and not isinstance(addr, str):
                     raise TypeError("string is expected")
             if local_addr:
-                _remove_stale_unix_socket(local_addr)
+                remove_stale_unix_socket(local_addr)
             pairs = [((family, proto), (local_addr, remote_addr))]
         else:
             # Local and remote addresses joined by (family, proto), in order.

@@ -247,6 +247,20 @@ class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
             os.close(fd)
 
 
+def remove_stale_unix_socket(path):
+    """A socket file left by an earlier server at *path* is replaced, as
+    asyncio does (abstract names have no file)."""
+    if _is_abstract(path):
+        return
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        logger.error("Unable to check or remove stale UNIX socket %r: %r", path, err)
+
+
 def _check_unix_stream_socket(sock):
     if sock.family != _AF_UNIX or sock.type != socket.SOCK_STREAM:
         raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
@@ -338,17 +352,7 @@ class UnixMixin:
                 raise ValueError("path and sock can not be specified at the same time")
             path = os.fspath(path)
             sock = socket.socket(_AF_UNIX, socket.SOCK_STREAM)
-            if not _is_abstract(path):
-                # A stale socket file of an earlier server is replaced.
-                try:
-                    if stat.S_ISSOCK(os.stat(path).st_mode):
-                        os.remove(path)
-                except FileNotFoundError:
-                    pass
-                except OSError as err:
-                    logger.error(
-                        "Unable to check or remove stale UNIX socket %r: %r", path, err
-                    )
+            remove_stale_unix_socket(path)
             try:
                 sock.bind(path)
             except OSError as exc:
