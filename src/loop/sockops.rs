@@ -4,6 +4,7 @@
 //! between). The op object is also the future's done callback: it
 //! unregisters the watch and gives back the socket's I/O reference.
 
+#[cfg(unix)]
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -18,6 +19,7 @@ use crate::transports::errors::os_error;
 /// Largest single read (as asyncio's transports read at most 256 KiB).
 const MAX_READ: usize = 256 * 1024;
 
+#[cfg(unix)]
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }

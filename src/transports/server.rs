@@ -21,7 +21,8 @@ use crate::uv::{self, UvError};
 struct Shared {
     st: Arc<State>,
     loop_: Py<LoopCore>,
-    /// TCP (else a Unix socket).
+    /// TCP (else a Unix socket). Read by the Unix accept path only.
+    #[cfg_attr(windows, allow(dead_code))]
     tcp: bool,
     /// `on_connection(core)` for each accepted socket, or `on_error(exc)`.
     on_connection: Mutex<Option<Py<PyAny>>>,
