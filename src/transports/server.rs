@@ -124,7 +124,7 @@ fn accept_ready(sh: &Arc<Shared>, status: i32) {
             sh.tcp,
             super::tcp::Kind::Socket,
         )
-        .and_then(|core| sh.deliver(py, TcpTransportCore::wrap_pub(core)));
+        .and_then(|core| sh.deliver(py, TcpTransportCore::wrap(core)));
         if let Err(e) = res {
             sh.report(py, e);
         }
@@ -195,7 +195,7 @@ impl uv::StreamHandler for Acceptor {
                 l.tcp.accept(&client).map_err(|e| os_error(py, e))?;
             }
             super::tcp::install_tcp(&tsh, client);
-            sh.deliver(py, TcpTransportCore::wrap_pub(tsh))
+            sh.deliver(py, TcpTransportCore::wrap(tsh))
         })();
         if let Err(e) = res {
             sh.report(py, e);

@@ -554,12 +554,8 @@ pub struct TcpTransportCore {
 }
 
 impl TcpTransportCore {
-    fn wrap(sh: Arc<Shared>) -> TcpTransportCore {
-        TcpTransportCore { sh }
-    }
-
-    /// The core of an accepted connection (its handle already installed).
-    pub(crate) fn wrap_pub(sh: Arc<Shared>) -> TcpTransportCore {
+    /// The core around a stream whose handle is installed in `sh`.
+    pub(crate) fn wrap(sh: Arc<Shared>) -> TcpTransportCore {
         TcpTransportCore { sh }
     }
 }
