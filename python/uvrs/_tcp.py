@@ -62,6 +62,20 @@ def _is_buffered(protocol):
     return not hasattr(protocol, "data_received") and hasattr(protocol, "get_buffer")
 
 
+async def _transport_ready(loop, protocol_factory, make_transport):
+    """Make the protocol and its transport, wait for the transport's waiter
+    (set once connection_made has run), close it if that wait fails."""
+    protocol = protocol_factory()
+    waiter = loop.create_future()
+    transport = make_transport(protocol, waiter)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+    return transport, protocol
+
+
 def _tls_not_implemented():
     return NotImplementedError(
         "uvrs: TLS (ssl=) is not implemented yet (tracked: TLS); "
@@ -69,7 +83,52 @@ def _tls_not_implemented():
     )
 
 
-class TCPTransport(asyncio.Transport):
+class _CoreTransport:
+    """Methods every transport on a native stream core delegates to it."""
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def close(self):
+        self._core.close()
+
+
+class _CoreReading:
+    """The read side's flow control, delegated to the native core."""
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+
+class _CoreWriting:
+    """The write side's end and buffer, delegated to the native core."""
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def abort(self):
+        self._core.abort()
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+
+class TCPTransport(_CoreTransport, _CoreReading, _CoreWriting, asyncio.Transport):
     """An ``asyncio.Transport`` over a libuv TCP handle."""
 
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -98,39 +157,6 @@ class TCPTransport(asyncio.Transport):
 
     def writelines(self, list_of_data):
         self._core.writelines(list_of_data)
-
-    def write_eof(self):
-        self._core.write_eof()
-
-    def can_write_eof(self):
-        return True
-
-    def abort(self):
-        self._core.abort()
-
-    def is_closing(self):
-        return self._core.is_closing()
-
-    def pause_reading(self):
-        self._core.pause_reading()
-
-    def resume_reading(self):
-        self._core.resume_reading()
-
-    def is_reading(self):
-        return self._core.is_reading()
-
-    def get_write_buffer_size(self):
-        return self._core.get_write_buffer_size()
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self._core.set_write_buffer_limits(high, low)
-
-    def close(self):
-        self._core.close()
 
     def set_protocol(self, protocol):
         self._protocol = protocol

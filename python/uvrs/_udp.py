@@ -18,7 +18,7 @@ import warnings
 from asyncio import constants, futures, transports, trsock
 from asyncio.log import logger
 
-from ._tcp import _check_ssl_socket, _set_reuseport
+from ._tcp import _check_ssl_socket, _set_reuseport, _transport_ready
 from ._unix import remove_stale_unix_socket
 
 _PY311 = sys.version_info >= (3, 11)
@@ -108,10 +108,7 @@ class DatagramTransport(transports.DatagramTransport):
             return
         if not self._buffer:
             try:
-                if self._extra["peername"] or addr is None:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
                 self._loop._add_writer(self._sock_fd, self._sendto_ready)
@@ -127,6 +124,14 @@ class DatagramTransport(transports.DatagramTransport):
         self._buffer.append((bytes(data), addr))
         self._buffer_size += len(data) + _HEADER_SIZE
         self._maybe_pause_protocol()
+
+    def _send(self, data, addr):
+        """One datagram: to the connected peer (or the socket's implicit one
+        when no address is given), else to addr."""
+        if self._extra["peername"] or addr is None:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
 
     def _check_address(self, addr):
         """An IP destination must be numeric and of the socket's family: uvrs
@@ -157,10 +162,7 @@ class DatagramTransport(transports.DatagramTransport):
             data, addr = self._buffer.popleft()
             self._buffer_size -= len(data) + _HEADER_SIZE
             try:
-                if self._extra["peername"] or addr is None:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send(data, addr)
             except (BlockingIOError, InterruptedError):
                 self._buffer.appendleft((data, addr))
                 self._buffer_size += len(data) + _HEADER_SIZE
@@ -348,15 +350,11 @@ class DatagramMixin:
                 local_addr, remote_addr, family, proto, flags, reuse_address, reuse_port,
                 allow_broadcast,
             )
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = DatagramTransport(self, sock, protocol, r_addr, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await _transport_ready(
+            self,
+            protocol_factory,
+            lambda proto, waiter: DatagramTransport(self, sock, proto, r_addr, waiter),
+        )
 
     async def _open_datagram_socket(
         self, local_addr, remote_addr, family, proto, flags, reuse_address, reuse_port,

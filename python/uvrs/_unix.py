@@ -28,7 +28,11 @@ from ._tcp import (
     Server,
     TCPTransport,
     _check_ssl_socket,
+    _CoreReading,
+    _CoreTransport,
+    _CoreWriting,
     _tls_not_implemented,
+    _transport_ready,
 )
 
 _PY313 = sys.version_info >= (3, 13)
@@ -47,7 +51,7 @@ class UnixTransport(TCPTransport):
     """An ``asyncio.Transport`` over a Unix stream socket (libuv pipe)."""
 
 
-class _PipeTransport:
+class _PipeTransport(_CoreTransport):
     """What read and write pipe transports share: the native core, the pipe
     object (closed once, when the connection is lost) and the lifecycle."""
 
@@ -58,12 +62,6 @@ class _PipeTransport:
         self._pipe = pipe
         self._protocol = protocol
         core._attach(protocol, self, False, contextvars.copy_context())
-
-    def is_closing(self):
-        return self._core.is_closing()
-
-    def close(self):
-        self._core.close()
 
     def set_protocol(self, protocol):
         self._protocol = protocol
@@ -100,7 +98,7 @@ class _PipeTransport:
             self._pipe = None
 
 
-class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
+class ReadPipeTransport(_PipeTransport, _CoreReading, asyncio.ReadTransport):
     """``connect_read_pipe``: reads a pipe, socket or character device."""
 
     def __init__(self, loop, pipe, protocol, waiter):
@@ -134,17 +132,8 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
             return exc
         return None
 
-    def pause_reading(self):
-        self._core.pause_reading()
 
-    def resume_reading(self):
-        self._core.resume_reading()
-
-    def is_reading(self):
-        return self._core.is_reading()
-
-
-class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
+class WritePipeTransport(_PipeTransport, _CoreWriting, asyncio.WriteTransport):
     """``connect_write_pipe``: writes to a pipe, socket or character device.
 
     The read end closing is seen as asyncio sees it: by watching a duplicate
@@ -214,24 +203,6 @@ class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
     def writelines(self, list_of_data):
         for data in list_of_data:
             self.write(data)
-
-    def write_eof(self):
-        self._core.write_eof()
-
-    def can_write_eof(self):
-        return True
-
-    def abort(self):
-        self._core.abort()
-
-    def get_write_buffer_size(self):
-        return self._core.get_write_buffer_size()
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self._core.set_write_buffer_limits(high, low)
 
     def _call_connection_lost(self, exc):
         self._unwatch()
@@ -395,12 +366,6 @@ class UnixMixin:
         self._check_closed()
         if sys.platform == "win32":
             raise NotImplementedError("uvrs: pipe transports are not supported on Windows yet")
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = transport_cls(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await _transport_ready(
+            self, protocol_factory, lambda proto, waiter: transport_cls(self, pipe, proto, waiter)
+        )
