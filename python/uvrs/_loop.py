@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +24,8 @@ from asyncio import constants, coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _uvrs
+from ._process import ProcessMixin
+from ._signals import SignalMixin
 from ._tcp import TcpMixin
 from ._udp import DatagramMixin
 from ._unix import UnixMixin
@@ -46,7 +47,6 @@ if _iscoroutinefunction is None:  # Python < 3.14
 _timeout_cm = getattr(asyncio, "timeout", None)
 
 _TRACK_TCP = "TCP"
-_TRACK_PROC = "subprocesses & signals"
 _TRACK_TLS = "TLS"
 
 
@@ -137,6 +137,7 @@ class _LoopMixin:
         # Lazily created (rsock, wsock) socketpair for signal.set_wakeup_fd().
         self._wakeup_pair = None
         self._wakeup_installed = False
+        self._init_signals()
         self.set_debug(coroutines._is_debug_mode())
 
     def __repr__(self):
@@ -266,52 +267,81 @@ class _LoopMixin:
         if executor is not None:
             self._default_executor = None
             executor.shutdown(wait=False)
+        self._close_signals()
+        self._close_child_watches()
+        self._drop_wakeup_fd()
         self._close_wakeup_pair()
 
     # ------------------------------------------------------------------
     # Ctrl-C / Python signal handlers while the loop sleeps in libuv
 
     def _install_wakeup_fd(self):
-        if threading.current_thread() is not threading.main_thread():
+        """At run start: own the wakeup fd unless someone else already does."""
+        if self._wakeup_installed or threading.current_thread() is not threading.main_thread():
             return
+        try:
+            self._claim_wakeup_fd(polite=True)
+        except (ValueError, OSError):
+            # Not the main interpreter, or signals unsupported here.
+            pass
+
+    def _claim_wakeup_fd(self, polite=False):
+        """Point signal.set_wakeup_fd() at our socket pair and watch it.
+
+        Raises ValueError outside the main thread (as set_wakeup_fd does).
+        With ``polite``, a wakeup fd set by somebody else is left alone.
+        """
         pair = self._wakeup_pair
         if pair is None:
-            try:
-                rsock, wsock = socket.socketpair()
-            except OSError:
-                return
+            rsock, wsock = socket.socketpair()
             rsock.setblocking(False)
             wsock.setblocking(False)
             pair = self._wakeup_pair = (rsock, wsock)
         wfd = pair[1].fileno()
-        try:
-            previous = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        except (ValueError, OSError):
-            # Not the main interpreter, or signals unsupported here.
-            return
-        if previous not in (-1, wfd):
+        previous = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        if polite and previous not in (-1, wfd):
             # Someone else owns the wakeup fd: give it back untouched.
             signal.set_wakeup_fd(previous)
             return
+        if self._wakeup_installed:
+            return
         try:
-            # The socket object itself: the core drains it with recv() (Windows-safe).
-            self._watch_wakeup_fd(pair[0])
+            # The socket object itself: the core drains it with recv()
+            # (Windows-safe) and passes the signal numbers to the dispatcher.
+            self._watch_wakeup_fd(pair[0], self._dispatch_signals)
         except BaseException:
             signal.set_wakeup_fd(-1)
             raise
         self._wakeup_installed = True
 
     def _uninstall_wakeup_fd(self):
+        """At run end: keep the wakeup fd only while signal handlers exist,
+        so that a signal arriving while the loop is stopped is delivered on
+        the next run."""
+        if not self._signal_handlers:
+            self._drop_wakeup_fd()
+
+    def _release_wakeup_fd(self):
+        """The last signal handler went away."""
+        if not self.is_running():
+            self._drop_wakeup_fd()
+        # While running, Ctrl-C still needs it: the run's end drops it.
+
+    def _drop_wakeup_fd(self):
         if not self._wakeup_installed:
             return
         self._wakeup_installed = False
         try:
             self._unwatch_wakeup_fd()
         finally:
-            current = signal.set_wakeup_fd(-1)
-            if current not in (-1, self._wakeup_pair[1].fileno()):
-                # Replaced by someone else while we ran: keep theirs.
-                signal.set_wakeup_fd(current)
+            try:
+                current = signal.set_wakeup_fd(-1)
+            except (ValueError, OSError) as exc:
+                logger.info("set_wakeup_fd(-1) failed: %s", exc)
+            else:
+                if current not in (-1, self._wakeup_pair[1].fileno()):
+                    # Replaced by someone else while we had it: keep theirs.
+                    signal.set_wakeup_fd(current)
 
     def _close_wakeup_pair(self):
         pair = self._wakeup_pair
@@ -647,44 +677,6 @@ class _LoopMixin:
         self._check_closed()
         raise _not_implemented("loop.start_tls()", _TRACK_TLS)
 
-    async def subprocess_shell(
-        self,
-        protocol_factory,
-        cmd,
-        *,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=False,
-        shell=True,
-        bufsize=0,
-        encoding=None,
-        errors=None,
-        text=None,
-        **kwargs,
-    ):
-        self._check_closed()
-        raise _not_implemented("loop.subprocess_shell()", _TRACK_PROC)
-
-    async def subprocess_exec(
-        self,
-        protocol_factory,
-        program,
-        *args,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=False,
-        shell=False,
-        bufsize=0,
-        encoding=None,
-        errors=None,
-        text=None,
-        **kwargs,
-    ):
-        self._check_closed()
-        raise _not_implemented("loop.subprocess_exec()", _TRACK_PROC)
-
     def _ensure_fd_no_transport(self, fd):
         fileno = _fileobj_to_fd(fd)
         transport = self._transports.get(fileno)
@@ -716,13 +708,16 @@ class _LoopMixin:
             return False
         return self._remove_writer(fileno)
 
-    def remove_signal_handler(self, sig):
-        self._check_closed()
-        raise _not_implemented("loop.remove_signal_handler()", _TRACK_PROC)
-
 
 # The public, typed signatures of Loop live in __init__.pyi.
 class Loop(  # type: ignore[misc]
-    _uvrs.LoopCore, TcpMixin, UnixMixin, DatagramMixin, _LoopMixin, asyncio.AbstractEventLoop
+    _uvrs.LoopCore,
+    TcpMixin,
+    UnixMixin,
+    DatagramMixin,
+    SignalMixin,
+    ProcessMixin,
+    _LoopMixin,
+    asyncio.AbstractEventLoop,
 ):
     """asyncio event loop on libuv, implemented in Rust."""

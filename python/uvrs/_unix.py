@@ -133,7 +133,9 @@ class ReadPipeTransport(_PipeTransport, _CoreReading, asyncio.ReadTransport):
         return None
 
 
-class WritePipeTransport(_PipeTransport, _CoreWriting, asyncio.WriteTransport):
+# asyncio.Transport, not WriteTransport: asyncio's write pipe transport is one
+# too (through _FlowControlMixin), so pause_reading() raises NotImplementedError.
+class WritePipeTransport(_PipeTransport, _CoreWriting, asyncio.Transport):
     """``connect_write_pipe``: writes to a pipe, socket or character device.
 
     The read end closing is seen as asyncio sees it: by watching a duplicate

@@ -302,21 +302,32 @@ impl State {
         self.schedule_next(py);
     }
 
-    /// The signal wakeup fd is readable: drain it and run Python's signal
-    /// handlers (KeyboardInterrupt surfaces here while the loop sleeps).
-    fn on_wakeup_fd(&self, sock: &Py<PyAny>) {
+    /// The signal wakeup fd is readable: drain it, run Python's signal
+    /// handlers (KeyboardInterrupt surfaces here while the loop sleeps), then
+    /// hand the signal numbers read to `on_data` (the loop's
+    /// `add_signal_handler` dispatch), if any.
+    fn on_wakeup_fd(&self, sock: &Py<PyAny>, on_data: Option<&Py<PyAny>>) {
         self.gil.ensure();
         // SAFETY: as in on_check.
         let py = unsafe { Python::assume_attached() };
         // The socket is non-blocking; a failed read (EAGAIN) is harmless.
         let sock = sock.bind(py);
-        if sock.hasattr("recv").unwrap_or(false) {
-            let _ = sock.call_method1("recv", (4096,));
+        let data = if sock.hasattr("recv").unwrap_or(false) {
+            sock.call_method1("recv", (4096,)).ok()
         } else if let Ok(os) = py.import("os") {
-            let _ = os.call_method1("read", (sock, 4096));
-        }
+            os.call_method1("read", (sock, 4096)).ok()
+        } else {
+            None
+        };
         if let Err(e) = capi::check_signals(py) {
             self.fail(e);
+        }
+        if let (Some(cb), Some(data)) = (on_data, data) {
+            if data.len().unwrap_or(0) > 0 {
+                if let Err(e) = cb.bind(py).call1((data,)) {
+                    self.fail(e);
+                }
+            }
         }
     }
 
@@ -1075,7 +1086,13 @@ impl LoopCore {
 
     /// Watch the read end of `signal.set_wakeup_fd`: a non-blocking socket
     /// object (drained with `recv`), or on Unix its file descriptor number.
-    fn _watch_wakeup_fd(&self, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `on_data(bytes)` receives the signal numbers read, if given.
+    #[pyo3(signature = (sock, on_data=None))]
+    fn _watch_wakeup_fd(
+        &self,
+        sock: &Bound<'_, PyAny>,
+        on_data: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let fd: i64 = match sock.extract::<i64>() {
             Ok(fd) => fd,
             Err(_) => sock.call_method0("fileno")?.extract()?,
@@ -1083,12 +1100,13 @@ impl LoopCore {
         self.st.evict_parked(fd);
         let w = Arc::downgrade(&self.st);
         let s = sock.clone().unbind();
+        let on_data = on_data.map(Bound::unbind);
         let poll = uv::Poll::new(
             &self.st.uv,
             fd as uv::poll::OsSock,
             Box::new(move |_status, _events| {
                 if let Some(st) = w.upgrade() {
-                    st.on_wakeup_fd(&s);
+                    st.on_wakeup_fd(&s, on_data.as_ref());
                 }
             }),
         )
