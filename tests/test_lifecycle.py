@@ -2,13 +2,14 @@
 
 import asyncio
 import gc
+import sys
 import threading
 import time
 import weakref
 
 import pytest
 
-from _util import run_briefly
+from _util import open_fd_count, run_briefly
 
 CLOSED = "Event loop is closed"
 ALREADY_RUNNING = "This event loop is already running"
@@ -661,3 +662,20 @@ def test_close_releases_pending_callback_arguments(loop):
     loop.close()
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+def test_close_releases_the_loops_fds_at_once(flavor):
+    # The loop object stays referenced: close() alone must give back the
+    # poller's fds (epoll, eventfd...), as asyncio's selector does.
+    before = open_fd_count()
+    loops = []
+    for _ in range(5):
+        lp = flavor.new_event_loop()
+        lp.run_until_complete(asyncio.sleep(0))
+        lp.close()
+        loops.append(lp)
+    assert open_fd_count() == before
+    # Still usable where asyncio allows it after close().
+    assert all(lp.is_closed() for lp in loops)
+    assert isinstance(loops[0].time(), float)

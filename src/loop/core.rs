@@ -1014,7 +1014,9 @@ impl LoopCore {
         st.watchers.clear(py);
         let hs = st.uv_handles.lock().take();
         drop(hs);
-        st.uv.drain_closing();
+        // Gives the epoll fd & co. back now when no transport still holds a
+        // handle (else when the last one goes, on drop).
+        st.uv.close();
         Ok(())
     }
 

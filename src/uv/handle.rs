@@ -142,7 +142,7 @@ macro_rules! simple_handle {
                 lp: &$crate::uv::Loop,
                 cb: $crate::uv::handle::Callback,
             ) -> Result<Self, $crate::uv::UvError> {
-                let raw_loop = lp.raw();
+                let raw_loop = lp.raw()?;
                 // SAFETY: raw_loop is an initialised loop that outlives its handles
                 // (the owner closes handles before the loop); p is zeroed memory.
                 let h = $crate::uv::handle::HandleBox::init(cb, |p| unsafe { $init(raw_loop, p) })?;

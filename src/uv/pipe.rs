@@ -27,7 +27,7 @@ impl Pipe {
     /// A new, unopened pipe handle on `lp` (no fd passing); `handler`
     /// receives its events.
     pub fn new(lp: &Loop, handler: Handler) -> Result<Pipe, UvError> {
-        let raw_loop = lp.raw();
+        let raw_loop = lp.raw()?;
         // SAFETY: raw_loop is initialised and outlives the handle; p is zeroed.
         let h = HandleBox::init(handler, |p| unsafe { sys::uv_pipe_init(raw_loop, p, 0) })?;
         Ok(Pipe { s: Stream { h } })

@@ -28,7 +28,7 @@ impl Poll {
     /// Initialise on `lp` for `sock`. The caller keeps ownership of `sock` and
     /// must keep it open until this handle is dropped.
     pub fn new(lp: &Loop, sock: OsSock, cb: PollCallback) -> Result<Poll, UvError> {
-        let raw_loop = lp.raw();
+        let raw_loop = lp.raw()?;
         // SAFETY: raw_loop is initialised and outlives the handle; p is zeroed.
         let h = HandleBox::init(cb, |p| unsafe {
             sys::uv_poll_init_socket(raw_loop, p, sock)

@@ -69,7 +69,7 @@ impl SockAddr {
 impl Tcp {
     /// A new, unopened TCP handle on `lp`; `handler` receives its events.
     pub fn new(lp: &Loop, handler: Handler) -> Result<Tcp, UvError> {
-        let raw_loop = lp.raw();
+        let raw_loop = lp.raw()?;
         // SAFETY: raw_loop is initialised and outlives the handle; p is zeroed.
         let h = HandleBox::init(handler, |p| unsafe { sys::uv_tcp_init(raw_loop, p) })?;
         Ok(Tcp { s: Stream { h } })

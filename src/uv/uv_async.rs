@@ -15,7 +15,7 @@ pub struct Async {
 impl Async {
     /// Initialise on `lp`; `cb` runs on the loop thread after `send`.
     pub fn new(lp: &Loop, cb: Callback) -> Result<Async, UvError> {
-        let raw_loop = lp.raw();
+        let raw_loop = lp.raw()?;
         // SAFETY: raw_loop is initialised and outlives the handle; p is zeroed.
         let h = HandleBox::init(cb, |p| unsafe {
             sys::uv_async_init(raw_loop, p, Some(Self::trampoline))

@@ -1,6 +1,7 @@
 //! `uv_loop_t`: the libuv event loop itself.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libuv_sys2 as sys;
 
@@ -18,10 +19,15 @@ pub enum RunMode {
 }
 
 /// An owned, initialised libuv loop. Its memory is on the heap so that handles
-/// can keep pointers to it; it is closed and freed on drop, after every handle
-/// has been closed (see `close`).
+/// can keep pointers to it. `close` releases libuv's resources (epoll fd,
+/// eventfd, io_uring) as soon as no handle is left; otherwise, and in any
+/// case for the memory, that happens on drop.
 pub struct Loop {
     raw: *mut sys::uv_loop_t,
+    /// `uv_loop_close` has run: libuv must not be called on `raw` again.
+    closed: AtomicBool,
+    /// `uv_now` when the loop was closed (what `now` answers from then on).
+    closed_now: AtomicU64,
 }
 
 impl Loop {
@@ -37,16 +43,52 @@ impl Loop {
             drop(unsafe { Box::from_raw(raw as *mut MaybeUninit<sys::uv_loop_t>) });
             return Err(UvError(rc));
         }
-        Ok(Loop { raw })
+        Ok(Loop {
+            raw,
+            closed: AtomicBool::new(false),
+            closed_now: AtomicU64::new(0),
+        })
     }
 
-    pub(crate) fn raw(&self) -> *mut sys::uv_loop_t {
-        self.raw
+    /// The loop pointer, for a new handle: EBADF once the loop is closed.
+    pub(crate) fn raw(&self) -> Result<*mut sys::uv_loop_t, UvError> {
+        if self.is_closed() {
+            return Err(UvError(sys::uv_errno_t_UV_EBADF));
+        }
+        Ok(self.raw)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Close every closing handle's callback, then release libuv's resources
+    /// now if no handle is left (true). With handles left (false), drop does it.
+    pub fn close(&self) -> bool {
+        if self.is_closed() {
+            return true;
+        }
+        self.drain_closing();
+        if self.has_handles() {
+            return false;
+        }
+        self.closed_now.store(self.now(), Ordering::Relaxed);
+        // SAFETY: the loop is initialised, not running (the caller checks) and
+        // has no handle left (has_handles above), so uv_loop_close succeeds
+        // unless a request is in flight; then it returns EBUSY and frees nothing.
+        let rc = unsafe { sys::uv_loop_close(self.raw) };
+        if rc == 0 {
+            self.closed.store(true, Ordering::Release);
+        }
+        rc == 0
     }
 
     /// Run the loop. Returns libuv's result (non-zero if handles are still
     /// active, e.g. after `stop()`).
     pub fn run(&self, mode: RunMode) -> i32 {
+        if self.is_closed() {
+            return 0;
+        }
         let m = match mode {
             RunMode::Default => sys::uv_run_mode_UV_RUN_DEFAULT,
             RunMode::Once => sys::uv_run_mode_UV_RUN_ONCE,
@@ -59,24 +101,36 @@ impl Loop {
 
     /// Ask `run` to return after the current iteration.
     pub fn stop(&self) {
+        if self.is_closed() {
+            return;
+        }
         // SAFETY: the loop is initialised; uv_stop only sets a flag.
         unsafe { sys::uv_stop(self.raw) }
     }
 
     /// libuv's cached loop time in milliseconds.
     pub fn now(&self) -> u64 {
+        if self.is_closed() {
+            return self.closed_now.load(Ordering::Relaxed);
+        }
         // SAFETY: the loop is initialised.
         unsafe { sys::uv_now(self.raw) }
     }
 
     /// Refresh the cached loop time.
     pub fn update_time(&self) {
+        if self.is_closed() {
+            return;
+        }
         // SAFETY: the loop is initialised.
         unsafe { sys::uv_update_time(self.raw) }
     }
 
     /// The poll timeout libuv would use now, in ms (-1: infinite, 0: no wait).
     pub fn backend_timeout(&self) -> i32 {
+        if self.is_closed() {
+            return 0;
+        }
         // SAFETY: the loop is initialised.
         unsafe { sys::uv_backend_timeout(self.raw) }
     }
@@ -84,6 +138,9 @@ impl Loop {
     /// How many referenced handles are active, and how many requests
     /// (threadpool work, DNS, writes...) are in flight.
     pub fn activity(&self) -> (u32, u32) {
+        if self.is_closed() {
+            return (0, 0);
+        }
         // SAFETY: the loop is initialised; active_handles and active_reqs are
         // public counters of uv_loop_t, read on the loop's own thread.
         unsafe { ((*self.raw).active_handles, (*self.raw).active_reqs.count) }
@@ -91,6 +148,9 @@ impl Loop {
 
     /// Whether any referenced handle or request is active.
     pub fn alive(&self) -> bool {
+        if self.is_closed() {
+            return false;
+        }
         // SAFETY: the loop is initialised.
         unsafe { sys::uv_loop_alive(self.raw) != 0 }
     }
@@ -98,6 +158,9 @@ impl Loop {
     /// Run the loop without blocking until every closing handle's close
     /// callback has run. Call after closing the handles, before dropping.
     pub fn drain_closing(&self) {
+        if self.is_closed() {
+            return;
+        }
         for _ in 0..64 {
             self.run(RunMode::NoWait);
             // SAFETY: the loop is initialised; uv_loop_close only inspects the
@@ -110,6 +173,9 @@ impl Loop {
     }
 
     fn has_handles(&self) -> bool {
+        if self.is_closed() {
+            return false;
+        }
         let mut count: usize = 0;
         unsafe extern "C" fn walk_cb(_h: *mut sys::uv_handle_t, arg: *mut std::ffi::c_void) {
             // SAFETY: arg is the &mut usize passed to uv_walk below, alive for the call.
@@ -123,18 +189,14 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        self.drain_closing();
-        // SAFETY: every handle of this loop has been closed and its close callback
-        // has run (drain_closing), so uv_loop_close can release the loop's
-        // internal resources; then the Box allocated in `new` is freed.
-        unsafe {
-            let rc = sys::uv_loop_close(self.raw);
-            if rc == 0 {
-                drop(Box::from_raw(self.raw as *mut MaybeUninit<sys::uv_loop_t>));
-            }
-            // On EBUSY a handle is still open (a bug elsewhere): leak the loop
-            // memory rather than free memory libuv still points into.
+        if !self.close() {
+            // A handle is still open (a bug elsewhere): leak the loop memory
+            // rather than free memory libuv still points into.
+            return;
         }
+        // SAFETY: uv_loop_close has succeeded (close above), so libuv holds no
+        // reference to the memory: free the Box allocated in `new`.
+        unsafe { drop(Box::from_raw(self.raw as *mut MaybeUninit<sys::uv_loop_t>)) };
     }
 }
 
