@@ -20,13 +20,18 @@ import time
 import traceback
 import warnings
 import weakref
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover - CPython built without OpenSSL
+    _ssl = None
 from asyncio import constants, coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _uvrs
 from ._process import ProcessMixin
 from ._signals import SignalMixin
-from ._tcp import TcpMixin
+from ._tcp import TLS, TcpMixin
 from ._udp import DatagramMixin
 from ._unix import UnixMixin
 
@@ -47,7 +52,6 @@ if _iscoroutinefunction is None:  # Python < 3.14
 _timeout_cm = getattr(asyncio, "timeout", None)
 
 _TRACK_TCP = "TCP"
-_TRACK_TLS = "TLS"
 
 
 def _fileobj_to_fd(fileobj):
@@ -62,10 +66,6 @@ def _fileobj_to_fd(fileobj):
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
-
-
-def _not_implemented(capability: str, track: str) -> NotImplementedError:
-    return NotImplementedError(f"uvrs: {capability} is not implemented yet (tracked: {track})")
 
 
 def _format_handle(handle):
@@ -661,7 +661,7 @@ class _LoopMixin:
         return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
 
     # ------------------------------------------------------------------
-    # I/O not implemented by the native core yet
+    # TLS upgrade of an open connection
 
     async def start_tls(
         self,
@@ -674,8 +674,33 @@ class _LoopMixin:
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
     ):
-        self._check_closed()
-        raise _not_implemented("loop.start_tls()", _TRACK_TLS)
+        """Upgrade *transport* to TLS; return the new (TLS) transport."""
+        if _ssl is None:
+            raise RuntimeError("Python ssl module is not available")
+        if not isinstance(sslcontext, _ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        tls = TLS(sslcontext, server_side, server_hostname, ssl_handshake_timeout,
+                  ssl_shutdown_timeout)  # fmt: skip
+        ssl_protocol = tls.protocol(self, protocol, waiter, call_connection_made=False)
+        # Pause first, so that the SSL protocol sees no data before
+        # connection_made() has run.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
+        resume_cb = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            conmade_cb.cancel()
+            resume_cb.cancel()
+            raise
+        return ssl_protocol._app_transport
 
     def _ensure_fd_no_transport(self, fd):
         fileno = _fileobj_to_fd(fd)

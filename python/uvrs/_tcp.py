@@ -23,7 +23,7 @@ import socket
 import sys
 import warnings
 import weakref
-from asyncio import constants, exceptions, futures, staggered, trsock
+from asyncio import constants, exceptions, futures, sslproto, staggered, trsock
 from asyncio.log import logger
 
 from . import _uvrs
@@ -76,11 +76,60 @@ async def _transport_ready(loop, protocol_factory, make_transport):
     return transport, protocol
 
 
-def _tls_not_implemented():
-    return NotImplementedError(
-        "uvrs: TLS (ssl=) is not implemented yet (tracked: TLS); "
-        "use the default asyncio loop for TLS connections for now"
-    )
+class TLS:
+    """What a TLS connection needs besides its socket: the arguments of
+    asyncio's ``SSLProtocol``, which drives the TLS state machine over a uvrs
+    transport exactly as it does over asyncio's own."""
+
+    __slots__ = ("context", "server_side", "server_hostname", "handshake_timeout",
+                 "shutdown_timeout")  # fmt: skip
+
+    def __init__(self, ssl, server_side, server_hostname, handshake_timeout, shutdown_timeout):
+        # ssl=True: SSLProtocol makes a default context (None here).
+        self.context = None if isinstance(ssl, bool) else ssl
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self.handshake_timeout = handshake_timeout
+        self.shutdown_timeout = shutdown_timeout
+
+    def protocol(self, loop, app_protocol, waiter, call_connection_made=True):
+        kwargs = {}
+        cls = sslproto.SSLProtocol  # 3.10: asyncio's own, unchanged
+        if _PY311:
+            from ._sslproto import SSLProtocol as cls
+
+            kwargs["ssl_shutdown_timeout"] = self.shutdown_timeout
+        return cls(
+            loop,
+            app_protocol,
+            self.context,
+            waiter,
+            self.server_side,
+            self.server_hostname,
+            call_connection_made=call_connection_made,
+            ssl_handshake_timeout=self.handshake_timeout,
+            **kwargs,
+        )
+
+
+def _tls_accept_done(loop, protocol, app_transport, waiter):
+    """A server-side handshake ended: on failure close, and report it in
+    debug mode only, as asyncio's server does."""
+    if waiter.cancelled():
+        return
+    exc = waiter.exception()
+    if exc is None:
+        return
+    app_transport.close()
+    if loop.get_debug():
+        loop.call_exception_handler(
+            {
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+                "protocol": protocol,
+                "transport": app_transport,
+            }
+        )
 
 
 class _CoreTransport:
@@ -132,6 +181,7 @@ class TCPTransport(_CoreTransport, _CoreReading, _CoreWriting, asyncio.Transport
     """An ``asyncio.Transport`` over a libuv TCP handle."""
 
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True
 
     def __init__(self, loop, core, protocol, sock=None, extra=None, server=None):
         super().__init__(extra)
@@ -165,6 +215,19 @@ class TCPTransport(_CoreTransport, _CoreReading, _CoreWriting, asyncio.Transport
 
     def get_protocol(self):
         return self._protocol
+
+    def _force_close(self, exc):
+        """Abort, with ``exc`` for connection_lost (asyncio's SSLProtocol
+        calls this on a fatal TLS error, and with None for abort())."""
+        if exc is None:
+            self._core.abort()
+        else:
+            self._core._force_close(exc)
+
+    @property
+    def _paused(self):
+        # 3.10's SSL transport asks its raw transport for this in is_reading().
+        return not self._core.is_reading()
 
     def get_extra_info(self, name, default=None):
         if name in self._extra:
@@ -256,6 +319,7 @@ class Server(asyncio.AbstractServer):
         self._serving_forever_fut = None
         self._clients = weakref.WeakSet()
         self._context = None  # captured by _start_serving
+        self._tls = None  # a TLS for ssl= servers
 
     def __repr__(self):
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -305,7 +369,17 @@ class Server(asyncio.AbstractServer):
         loop = self._loop
         try:
             protocol = self._protocol_factory()
-            transport = self._transport_cls(loop, core, protocol, server=self)
+            if self._tls is None:
+                transport = self._transport_cls(loop, core, protocol, server=self)
+            else:
+                waiter = loop.create_future()
+                ssl_protocol = self._tls.protocol(loop, protocol, waiter)
+                transport = self._transport_cls(loop, core, ssl_protocol, server=self)
+                waiter.add_done_callback(
+                    functools.partial(
+                        _tls_accept_done, loop, protocol, ssl_protocol._app_transport
+                    )
+                )
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -859,12 +933,18 @@ class TcpMixin:
         self._check_closed()
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")
+        if server_hostname is None and ssl:
+            # The host name is the default server_hostname (asyncio's rule).
+            if not host:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
         if ssl_handshake_timeout is not None and not ssl:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        tls = None
         if ssl:
-            raise _tls_not_implemented()
+            tls = TLS(ssl, False, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
         if sock is not None:
             _check_ssl_socket(sock)
         if happy_eyeballs_delay is not None and interleave is None:
@@ -944,9 +1024,9 @@ class TcpMixin:
             sock.setblocking(False)
             core = _uvrs.TcpTransportCore.from_fd(self, socket.dup(sock.fileno()))
 
-        return await self._make_connection(core, sock, protocol_factory)
+        return await self._make_connection(core, sock, protocol_factory, tls=tls)
 
-    async def _make_connection(self, core, sock, protocol_factory, cls=TCPTransport):
+    async def _make_connection(self, core, sock, protocol_factory, cls=TCPTransport, tls=None):
         try:
             protocol = protocol_factory()
         except BaseException:
@@ -963,13 +1043,29 @@ class TcpMixin:
             extra["peername"] = sock.getpeername()
         except OSError:
             extra["peername"] = None
-        transport = cls(self, core, protocol, sock=sock, extra=extra)
         waiter = self.create_future()
-        transport._start(waiter)
+        if tls is None:
+            transport = cls(self, core, protocol, sock=sock, extra=extra)
+            transport._start(waiter)
+        else:
+            # The raw transport carries asyncio's SSLProtocol; the user gets
+            # its app transport once the handshake is done.
+            try:
+                ssl_protocol = tls.protocol(self, protocol, waiter)
+            except BaseException:
+                core.abort()
+                core._release()
+                sock.close()
+                raise
+            cls(self, core, ssl_protocol, sock=sock, extra=extra)._start()
+            transport = ssl_protocol._app_transport
         try:
             await waiter
         except BaseException:
             transport.close()
+            # gh-109534: the exception in the waiter must not keep the
+            # protocol alive through a reference cycle.
+            waiter = None
             raise
         return transport, protocol
 
@@ -989,12 +1085,13 @@ class TcpMixin:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
-        if ssl:
-            raise _tls_not_implemented()
         _check_ssl_socket(sock)
+        tls = None
+        if ssl:
+            tls = TLS(ssl, True, "", ssl_handshake_timeout, ssl_shutdown_timeout)
         sock.setblocking(False)
         core = _uvrs.TcpTransportCore.from_fd(self, socket.dup(sock.fileno()))
-        return await self._make_connection(core, sock, protocol_factory)
+        return await self._make_connection(core, sock, protocol_factory, tls=tls)
 
     async def create_server(
         self,
@@ -1020,8 +1117,6 @@ class TcpMixin:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and ssl is None:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
-        if ssl is not None:
-            raise _tls_not_implemented()
         if sock is not None:
             _check_ssl_socket(sock)
         self._check_closed()
@@ -1101,6 +1196,8 @@ class TcpMixin:
         for s in sockets:
             s.setblocking(False)
         server = Server(self, sockets, protocol_factory, backlog)
+        if ssl is not None:
+            server._tls = TLS(ssl, True, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         if start_serving:
             server._start_serving()
             # Let the listeners start, as asyncio does.

@@ -25,13 +25,13 @@ from asyncio.log import logger
 
 from . import _uvrs
 from ._tcp import (
+    TLS,
     Server,
     TCPTransport,
     _check_ssl_socket,
     _CoreReading,
     _CoreTransport,
     _CoreWriting,
-    _tls_not_implemented,
     _transport_ready,
 )
 
@@ -257,16 +257,18 @@ class UnixMixin:
         if _AF_UNIX is None:
             raise _no_unix_sockets()
         assert server_hostname is None or isinstance(server_hostname, str)
+        tls = None
         if ssl:
             if server_hostname is None:
                 raise ValueError("you have to pass server_hostname when using ssl")
-            raise _tls_not_implemented()
-        if server_hostname is not None:
-            raise ValueError("server_hostname is only meaningful with ssl")
-        if ssl_handshake_timeout is not None:
-            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
-        if ssl_shutdown_timeout is not None:
-            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+            tls = TLS(ssl, False, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
+        else:
+            if server_hostname is not None:
+                raise ValueError("server_hostname is only meaningful with ssl")
+            if ssl_handshake_timeout is not None:
+                raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+            if ssl_shutdown_timeout is not None:
+                raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
@@ -289,7 +291,7 @@ class UnixMixin:
         except BaseException:
             sock.close()
             raise
-        return await self._make_connection(core, sock, protocol_factory, UnixTransport)
+        return await self._make_connection(core, sock, protocol_factory, UnixTransport, tls)
 
     async def create_unix_server(
         self,
@@ -315,8 +317,6 @@ class UnixMixin:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
-        if ssl:
-            raise _tls_not_implemented()
         self._check_closed()
         if _AF_UNIX is None:
             raise _no_unix_sockets()
@@ -353,6 +353,8 @@ class UnixMixin:
         server = Server(self, [sock], protocol_factory, backlog)
         server._unix_cleanup = cleanup
         server._transport_cls = UnixTransport
+        if ssl:
+            server._tls = TLS(ssl, True, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         if start_serving:
             server._start_serving()
             await asyncio.sleep(0)
