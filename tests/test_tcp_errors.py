@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import sys
+import time
 
 import pytest
 
@@ -462,3 +463,37 @@ def test_accept_out_of_fds_keeps_the_client_and_serves_later(loop):
             await server.wait_closed()
 
     arun(loop, main(), timeout=15)
+
+
+def test_no_protocol_callback_once_the_loop_is_closed(loop):
+    # Data already in the kernel when close() runs is never delivered:
+    # asyncio's closed selector reports nothing; uvrs drains libuv's closing
+    # handles without calling into protocols.
+    got = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            got.append("made")
+
+        def data_received(self, data):
+            got.append(data)
+
+    async def setup():
+        srv = await loop.create_server(Proto, LOCALHOST, 0)
+        client = socket.create_connection(srv.sockets[0].getsockname()[:2])
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        return srv, client
+
+    srv, client = arun(loop, setup())
+    try:
+        client.sendall(b"late data")
+        # Let it reach the server's socket buffer, then close without running.
+        time.sleep(0.1)
+        srv.close()
+        loop.close()
+        assert got == ["made"]
+    finally:
+        client.close()

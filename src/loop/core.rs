@@ -181,6 +181,12 @@ impl State {
         Ok(st)
     }
 
+    /// `close()` has run: libuv callbacks still draining (handles being
+    /// closed) must not reach Python protocols or futures any more.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(closed_error())

@@ -114,7 +114,9 @@ impl FdWatchers {
                     fd as poll::OsSock,
                     Box::new(move |status, events| {
                         if let Some(st) = w.upgrade() {
-                            st.on_fd_ready(fd, status, events);
+                            if !st.closed() {
+                                st.on_fd_ready(fd, status, events);
+                            }
                         }
                     }),
                 )?;

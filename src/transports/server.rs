@@ -139,7 +139,11 @@ fn open_listener(py: Python<'_>, sh: &Arc<Shared>, fd: i64) -> PyResult<Listenin
     match uv::Poll::new(
         sh.st.uv(),
         fd,
-        Box::new(move |status, _events| accept_ready(&acc, status)),
+        Box::new(move |status, _events| {
+            if !acc.st.closed() {
+                accept_ready(&acc, status)
+            }
+        }),
     ) {
         Ok(p) => Ok(Listening { poll: Some(p), fd }),
         Err(e) => {
@@ -180,6 +184,9 @@ impl uv::StreamHandler for Acceptor {
 
     fn on_connection(&mut self, status: Result<(), UvError>) {
         let sh = self.sh.clone();
+        if sh.st.closed() {
+            return;
+        }
         let py = sh.gil();
         if let Err(e) = status {
             sh.report(py, os_error(py, e));

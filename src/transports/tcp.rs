@@ -131,6 +131,11 @@ impl StreamHandler for Reader {
 
     fn on_read(&mut self, result: Result<&[u8], UvError>) {
         let sh = self.sh.clone();
+        if sh.st.closed() {
+            // Data that arrives while close() drains libuv: asyncio's closed
+            // selector would never report it either.
+            return;
+        }
         sh.st.ensure_gil();
         // SAFETY: the GIL is held (ensure_gil above).
         let py = unsafe { Python::assume_attached() };
@@ -689,6 +694,9 @@ impl TcpTransportCore {
         tcp.connect(
             &sa,
             Box::new(move |res| {
+                if st.closed() {
+                    return;
+                }
                 st.ensure_gil();
                 // SAFETY: the GIL is held (ensure_gil above).
                 let py = unsafe { Python::assume_attached() };
@@ -1023,6 +1031,9 @@ impl TcpTransportCore {
             // SAFETY: the GIL is held (ensure_gil above).
             let py = unsafe { Python::assume_attached() };
             drop(owned);
+            if st.closed() {
+                return;
+            }
             if let Some(sh) = weak.upgrade() {
                 sh.on_write_done(py, res);
             }
