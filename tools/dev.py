@@ -307,6 +307,17 @@ def cmd_test(args, rest) -> int:
         print("dev.py: pytest collected no tests: that counts as a failure", flush=True)
     if rc != 0:
         failures.append(f"pytest (exit {rc})")
+    if not rest and not IS_WINDOWS:
+        # The threaded pipe transports (Windows' only kind) on this platform:
+        # the subprocess tests once more with them forced (uvrs half).
+        env = dict(venv.env(), UVRS_THREADED_PIPES="1")
+        names = ("test_subprocess.py", "test_subprocess_portable.py")
+        tests = [os.path.join("tests", name) for name in names]
+        say("subprocess tests again over the threaded (Windows) pipe transports")
+        trc = run([venv.python, "-m", "pytest", "-q", "-k", "uvrs", *tests], env=env, check=False)
+        if trc != 0:
+            failures.append(f"pytest threaded pipes (exit {trc})")
+            rc = rc or trc
     if failures:
         print(f"dev.py: FAILED: {', '.join(failures)} ({time.monotonic() - t0:.0f}s)", flush=True)
         return rc or 1

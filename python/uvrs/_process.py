@@ -27,6 +27,8 @@ import threading
 from asyncio import base_subprocess
 from asyncio.log import logger
 
+from ._threadpipe import ThreadedWritePipeTransport
+
 __all__ = ("ProcessMixin",)
 
 try:
@@ -76,6 +78,19 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
             for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
                 if pipe is not None:
                     _grow_pipe(pipe.fileno())
+
+    def _process_exited(self, returncode):
+        # A threaded stdin pipe (Windows) cannot see its reader go away: the
+        # child's exit says so (after the pipes are connected, if not yet).
+        if 0 in self._pipes:
+            self._call(self._stdin_reader_gone)
+        super()._process_exited(returncode)
+
+    def _stdin_reader_gone(self):
+        proto = self._pipes.get(0)
+        pipe = getattr(proto, "pipe", None)
+        if isinstance(pipe, ThreadedWritePipeTransport):
+            pipe._peer_gone()
 
 
 def _grow_pipe(fd):
@@ -247,8 +262,6 @@ class ProcessMixin:
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
     ):
         self._check_closed()
-        if sys.platform == "win32":
-            _check_windows_stdio(stdin, stdout, stderr)
         waiter = self.create_future()
         transport = SubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize,
@@ -313,11 +326,3 @@ def _format_pipe(fd):
     if fd == subprocess.STDOUT:
         return "<stdout>"
     return repr(fd)
-
-
-def _check_windows_stdio(stdin, stdout, stderr):
-    if subprocess.PIPE in (stdin, stdout, stderr):
-        raise NotImplementedError(
-            "uvrs: subprocess stdio pipes on Windows are not implemented yet "
-            "(tracked: subprocesses & signals)"
-        )

@@ -34,6 +34,7 @@ from ._tcp import (
     _CoreWriting,
     _transport_ready,
 )
+from ._threadpipe import ThreadedReadPipeTransport, ThreadedWritePipeTransport, threaded_pipes
 
 _PY313 = sys.version_info >= (3, 13)
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
@@ -220,6 +221,12 @@ class WritePipeTransport(_PipeTransport, _CoreWriting, asyncio.Transport):
             os.close(fd)
 
 
+_THREADED = {
+    ReadPipeTransport: ThreadedReadPipeTransport,
+    WritePipeTransport: ThreadedWritePipeTransport,
+}
+
+
 def remove_stale_unix_socket(path):
     """A socket file left by an earlier server at *path* is replaced, as
     asyncio does (abstract names have no file)."""
@@ -368,8 +375,8 @@ class UnixMixin:
 
     async def _connect_pipe(self, transport_cls, protocol_factory, pipe):
         self._check_closed()
-        if sys.platform == "win32":
-            raise NotImplementedError("uvrs: pipe transports are not supported on Windows yet")
+        if threaded_pipes():  # Windows, or UVRS_THREADED_PIPES=1
+            transport_cls = _THREADED[transport_cls]
         return await _transport_ready(
             self, protocol_factory, lambda proto, waiter: transport_cls(self, pipe, proto, waiter)
         )
