@@ -336,3 +336,53 @@ def test_subclass_as_stdlib_run_loop_factory(flavor):
         warnings.simplefilter("error")
         res = asyncio.run(_running_loop(), loop_factory=Sub)
     assert type(res) is Sub
+
+
+# ------------------------------------------------------- python -m uvrs
+
+_SCRIPT = """\
+import asyncio, os, sys
+
+async def main():
+    loop = asyncio.get_running_loop()
+    print(type(loop).__module__ + "." + type(loop).__qualname__)
+    print(__name__, sys.argv[1:], os.path.basename(sys.path[0]))
+
+asyncio.run(main())
+"""
+
+
+def _run_script(flavor, tmp_path, *extra):
+    import subprocess
+
+    script = tmp_path / "prog.py"
+    script.write_text(_SCRIPT)
+    # The stdlib way to run a program, and uvrs's way to run it unchanged.
+    launcher = ["-m", "uvrs"] if flavor.is_uvrs else []
+    return subprocess.run(
+        [sys.executable, *launcher, str(script), *extra],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_script_runs_unchanged_on_the_flavor_loop(flavor, tmp_path):
+    out = _run_script(flavor, tmp_path, "a", "--b")
+    assert out.returncode == 0, out.stderr
+    loop_name, rest = out.stdout.splitlines()
+    assert loop_name == f"{flavor.Loop.__module__}.{flavor.Loop.__qualname__}"
+    assert rest == f"__main__ ['a', '--b'] {tmp_path.name}"
+    assert "Warning" not in out.stderr
+
+
+def test_python_m_uvrs_prints_versions(flavor):
+    import subprocess
+
+    if not flavor.is_uvrs:
+        pytest.skip("python -m asyncio is a REPL: nothing to compare")
+    out = subprocess.run([sys.executable, "-m", "uvrs"], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"uvrs {flavor.module.__version__}"
+    assert lines[1].startswith("libuv 1.")
+    assert lines[2].startswith(f"Python {sys.version.split()[0]}")
