@@ -12,6 +12,7 @@ fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     r#loop::core::register(m)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_set_handle_types, m)?)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_cancel_handle, m)?)?;
+    m.add_function(wrap_pyfunction!(r#loop::handles::_run_in_context, m)?)?;
     m.add_class::<transports::tcp::TcpTransportCore>()?;
     m.add_class::<transports::server::TcpListener>()?;
     let (major, minor, patch) = uv::version();

@@ -1,4 +1,4 @@
-"""The TLS state machine: asyncio's ``SSLProtocol``, with four fixes.
+"""The TLS state machine: asyncio's ``SSLProtocol``, with five fixes.
 
 From Python 3.11 asyncio's ``sslproto`` is the design uvloop introduced (a
 BufferedProtocol over the raw transport, MemoryBIOs, explicit states), and
@@ -13,9 +13,13 @@ listed in docs/compatibility.md and covered by uvloop's own TLS tests:
   iteration later, after the handshake waiter's callbacks, so that
   ``start_tls()`` callers hold the TLS transport before data arrives (else a
   reply written from ``data_received()`` goes out in clear text);
-* application data that arrives after ``close()`` is discarded before
-  ``unwrap()``, instead of failing the shutdown with
-  "application data after close notify" (bpo-39951);
+* application data that arrives after ``close()`` is discarded, as on a
+  plain transport, instead of being delivered during the flush or failing
+  the shutdown with "application data after close notify" (bpo-39951);
+* callbacks the state machine schedules itself, and the app's
+  ``pause_writing()``/``resume_writing()``, run in the connection's context
+  (asyncio uses the context of whoever called ``write()``,
+  ``resume_reading()`` or ``close()``);
 * a peer's TCP EOF while the application paused reading closes the
   connection, where asyncio waits for a ``resume_reading()`` that may never
   come (the connection then hangs with no shutdown timeout armed).
@@ -25,9 +29,12 @@ Python 3.10 keeps asyncio 3.10's older ``SSLProtocol`` unchanged.
 
 from __future__ import annotations
 
+import contextvars
 import ssl
 import sys
 from asyncio import sslproto
+
+from ._uvrs import _run_in_context
 
 if sys.version_info >= (3, 11):  # 3.10 uses asyncio's own SSLProtocol
     _State = sslproto.SSLProtocolState
@@ -40,9 +47,56 @@ if sys.version_info >= (3, 11):  # 3.10 uses asyncio's own SSLProtocol
             and hasattr(protocol, "buffer_updated")
         )
 
+    class _InContext:
+        """The loop as SSLProtocol sees it: what it schedules (a resumed read,
+        connection_lost, timeouts) runs in the connection's context, like
+        every other protocol callback, not in whatever context happened to
+        call resume_reading() or close() (asyncio's behaviour)."""
+
+        __slots__ = ("_loop", "_context")
+
+        def __init__(self, loop, context):
+            self._loop = loop
+            self._context = context
+
+        def call_soon(self, callback, *args, context=None):
+            return self._loop.call_soon(callback, *args, context=self._context)
+
+        def call_later(self, delay, callback, *args, context=None):
+            return self._loop.call_later(delay, callback, *args, context=self._context)
+
+        def __getattr__(self, name):
+            return getattr(self._loop, name)
+
     class SSLProtocol(sslproto.SSLProtocol):
         # True while _on_handshake_complete() runs: its _do_read() is deferred.
         _uvrs_defer_read = False
+        # Shutdown started (close(), or the peer's close_notify).
+        _uvrs_closing = False
+
+        def __init__(self, loop, *args, **kwargs):
+            super().__init__(_InContext(loop, contextvars.copy_context()), *args, **kwargs)
+
+        def connection_made(self, transport):
+            # One context per connection: the raw transport's (for TLS over
+            # TLS, the outer TLS connection's).
+            context = getattr(transport, "_context", None)
+            if context is None:
+                outer = getattr(getattr(transport, "_ssl_protocol", None), "_loop", None)
+                context = getattr(outer, "_context", None)
+            if context is not None:
+                self._loop._context = context
+            super().connection_made(transport)
+
+        def _control_app_writing(self):
+            # pause_writing()/resume_writing() of the app protocol run in the
+            # connection's context, also when a write() from elsewhere (or a
+            # set_write_buffer_limits()) crosses the mark.
+            _run_in_context(self._loop._context, super()._control_app_writing)
+
+        def _start_shutdown(self):
+            self._uvrs_closing = True
+            super()._start_shutdown()
 
         def _set_app_protocol(self, app_protocol):
             super()._set_app_protocol(app_protocol)
@@ -62,6 +116,19 @@ if sys.version_info >= (3, 11):  # 3.10 uses asyncio's own SSLProtocol
             if self._uvrs_defer_read:
                 # Queued after the waiter's done callbacks (see module docstring).
                 self._loop.call_soon(self._do_read)
+                return
+            if self._uvrs_closing and self._state == _State.FLUSHING:
+                # Closing: what arrives now is not delivered (a plain
+                # transport stops reading at close() too); writes still go.
+                try:
+                    self._discard_app_data()
+                    if self._write_backlog:
+                        self._do_write()
+                    else:
+                        self._process_outgoing()
+                    self._control_ssl_reading()
+                except Exception as ex:
+                    self._fatal_error(ex, "Fatal error on SSL protocol")
                 return
             super()._do_read()
 

@@ -192,7 +192,10 @@ class TCPTransport(_CoreTransport, _CoreReading, _CoreWriting, asyncio.Transport
         self._server = server
         self._protocol = protocol
         self._protocol_connected = False
-        core._attach(protocol, self, _is_buffered(protocol), contextvars.copy_context())
+        # Every protocol callback runs in this copy of the creator's context
+        # (asyncio's selector transports do the same); TLS adopts it too.
+        self._context = contextvars.copy_context()
+        core._attach(protocol, self, _is_buffered(protocol), self._context)
         if sock is not None:
             loop._transports[sock.fileno()] = self
         for name in _FAST_METHODS:

@@ -16,6 +16,7 @@ __all__ = [
     "TcpListener",
     "TcpTransportCore",
     "_cancel_handle",
+    "_run_in_context",
     "_set_handle_types",
     "LIBUV_VERSION",
     "__version__",
@@ -25,6 +26,7 @@ LIBUV_VERSION: str
 __version__: str
 
 def _cancel_handle(handle: object) -> None: ...
+def _run_in_context(ctx: Context, func: Callable[..., _T], *args: Any) -> _T: ...
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")

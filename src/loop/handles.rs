@@ -315,3 +315,18 @@ pub fn is_scheduled(t: &HandleTypes, timer: &Bound<'_, PyAny>) -> bool {
     // SAFETY: timer is a registered TimerHandle instance.
     unsafe { capi::slot_get(timer.as_ptr(), t.slots.scheduled) == ffi::Py_True() }
 }
+
+/// `_run_in_context(ctx, fn, *args)`: `fn(*args)` inside the Context `ctx`,
+/// or where it is when `ctx` is already entered (the caller runs in it
+/// already). `Context.run` would raise there instead.
+#[pyfunction]
+#[pyo3(signature = (ctx, func, *args))]
+pub fn _run_in_context<'py>(
+    py: Python<'py>,
+    ctx: Py<PyAny>,
+    func: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let _entered = crate::r#loop::capi::ContextGuard::enter(py, &ctx);
+    func.call1(args)
+}

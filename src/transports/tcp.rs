@@ -434,6 +434,10 @@ impl Shared {
             g.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         if let Some(p) = proto {
+            // In the transport's context, as every protocol callback (also
+            // when a write() from another context crosses the high mark).
+            let ctx = self.context(py);
+            let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
             if let Err(e) = p.bind(py).call_method0("pause_writing") {
                 self.flow_error(py, e, "protocol.pause_writing() failed");
             }
@@ -451,6 +455,8 @@ impl Shared {
             g.protocol.as_ref().map(|p| p.clone_ref(py))
         };
         if let Some(p) = proto {
+            let ctx = self.context(py);
+            let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
             if let Err(e) = p.bind(py).call_method0("resume_writing") {
                 self.flow_error(py, e, "protocol.resume_writing() failed");
             }
