@@ -790,3 +790,36 @@ def test_buffered_protocol_bad_get_buffer(loop, mode):
         await peer.lost
         server.close()
     arun(loop, main())
+
+
+def test_reads_alternating_large_and_tiny_keep_every_byte(loop):
+    # uvrs reads straight into a new bytes object after a large read, and
+    # through its shared buffer after a small one: switch back and forth.
+    sizes = [200_000, 1, 70_000, 3, 131_072, 2, 300_000, 65_536, 65_537, 5, 1_000_000, 7]
+    blobs = [payload(n, seed=i) for i, n in enumerate(sizes)]
+    expected = b"".join(blobs)
+    got = bytearray()
+    done = loop.create_future()
+
+    class Collect(asyncio.Protocol):
+        def data_received(self, data):
+            assert type(data) is bytes
+            got.extend(data)
+            if len(got) >= len(expected) and not done.done():
+                done.set_result(None)
+
+    async def main():
+        server = await loop.create_server(Collect, LOCALHOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCALHOST, port)
+        for blob in blobs:
+            writer.write(blob)
+            await writer.drain()
+            await asyncio.sleep(0.01)  # let each size arrive on its own
+        await asyncio.wait_for(done, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    arun(loop, main(), 30)
+    assert sha256(bytes(got)) == sha256(expected)

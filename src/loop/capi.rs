@@ -7,7 +7,7 @@ use std::os::raw::c_int;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::{PyBytes, PyTuple, PyType};
 
 /// Byte offset of a `__slots__` member in instances of a Python class, read
 /// from its member descriptor (e.g. `asyncio.Handle._callback`).
@@ -309,5 +309,56 @@ impl Drop for ContextGuard {
                 ffi::PyErr_Clear();
             }
         }
+    }
+}
+
+extern "C" {
+    // CPython's own (cpython/bytesobject.h, every version uvrs supports);
+    // pyo3-ffi does not declare it.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
+}
+
+/// A new `bytes` object of `size` uninitialised bytes, for a read to fill;
+/// None if Python is out of memory (the error is cleared).
+pub fn new_uninit_bytes(py: Python<'_>, size: usize) -> Option<Py<PyBytes>> {
+    // SAFETY: the GIL is held (py). A NULL source gives an uninitialised
+    // object of `size` bytes, or NULL with an error set.
+    unsafe {
+        let p = ffi::PyBytes_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t);
+        if p.is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        Some(
+            Bound::from_owned_ptr(py, p)
+                .cast_into_unchecked::<PyBytes>()
+                .unbind(),
+        )
+    }
+}
+
+/// Where the bytes of `obj` live, and how many there are.
+pub fn bytes_memory(py: Python<'_>, obj: &Py<PyBytes>) -> (*mut u8, usize) {
+    let b = obj.bind(py);
+    // SAFETY: b is a live bytes object (GIL held); AS_STRING/Size only read it.
+    unsafe {
+        (
+            ffi::PyBytes_AsString(b.as_ptr()) as *mut u8,
+            ffi::PyBytes_Size(b.as_ptr()) as usize,
+        )
+    }
+}
+
+/// Shrink a bytes object nobody else refers to down to its first `n` bytes.
+pub fn shrink_bytes(py: Python<'_>, obj: Py<PyBytes>, n: usize) -> PyResult<Py<PyAny>> {
+    let mut p = obj.into_ptr();
+    // SAFETY: GIL held. The caller guarantees p is the only reference to a
+    // bytes object (refcount 1, never shared), as _PyBytes_Resize requires;
+    // on failure it frees the object, sets p to NULL and sets an error.
+    unsafe {
+        if _PyBytes_Resize(&mut p, n as ffi::Py_ssize_t) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_owned_ptr(py, p).unbind())
     }
 }

@@ -13,13 +13,21 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::errors::os_error;
-use crate::r#loop::capi::{ContextGuard, SimpleBuffer};
+use crate::r#loop::capi::{self, ContextGuard, SimpleBuffer};
 use crate::r#loop::core::{must_leave_loop, LoopCore, State};
 use crate::r#loop::gil::GilCell;
 use crate::uv::{self, StreamHandler, UvError};
 
 /// Read buffer size for plain protocols (asyncio reads up to 256 KiB).
 const READ_SIZE: usize = 256 * 1024;
+/// After a read this large, the next one goes straight into a new `bytes`
+/// object (saving a copy of the whole message); smaller ones share
+/// `READ_BUF` and are copied into an exact-size `bytes`.
+const LARGE_READ: usize = 64 * 1024;
+/// The most a fresh `bytes` for one read asks for: below glibc's smallest
+/// mmap threshold (128 KiB), so it comes from the heap and shrinks in place.
+/// At 256 KiB every read cost an mmap, an mremap and a munmap.
+const FRESH_MAX: usize = 120 * 1024;
 
 /// After this many writes to a lost connection, asyncio logs a warning.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
@@ -108,10 +116,50 @@ thread_local! {
 /// least until the handle is closed.
 struct Reader {
     sh: Arc<Shared>,
+    /// The `bytes` object libuv reads into (large reads), between `alloc`
+    /// and `on_read`; only this reader refers to it.
+    fresh: Option<Py<PyBytes>>,
+    /// Size of the last read, which picks the next buffer.
+    last: usize,
+}
+
+impl Reader {
+    /// A new `bytes` of `size` for libuv to read into (kept in
+    /// `self.fresh` until `on_read`), or None.
+    fn fresh_bytes(&mut self, size: usize) -> Option<(*mut u8, usize)> {
+        self.sh.st.ensure_gil();
+        // SAFETY: the GIL is held (ensure_gil above).
+        let py = unsafe { Python::assume_attached() };
+        if self.fresh.is_none() {
+            self.fresh = capi::new_uninit_bytes(py, size);
+        }
+        self.fresh.as_ref().map(|obj| capi::bytes_memory(py, obj))
+    }
+
+    /// The bytes object holding the `n` bytes just read at `data`, if it was
+    /// a fresh one: shrunk to `n` and handed over.
+    fn take_fresh(&mut self, py: Python<'_>, data: &[u8]) -> Option<PyResult<Py<PyAny>>> {
+        let (base, _) = capi::bytes_memory(py, self.fresh.as_ref()?);
+        if !std::ptr::eq(base as *const u8, data.as_ptr()) {
+            return None;
+        }
+        // Only this reader ever referred to it: shrinking in place is safe.
+        let obj = self.fresh.take()?;
+        Some(capi::shrink_bytes(py, obj, data.len()))
+    }
 }
 
 impl StreamHandler for Reader {
     fn alloc(&mut self, _suggested: usize) -> &mut [u8] {
+        if self.last >= LARGE_READ {
+            let size = (self.last * 2).min(FRESH_MAX);
+            if let Some((ptr, len)) = self.fresh_bytes(size) {
+                // SAFETY: the memory of self.fresh's bytes object, which only
+                // this reader refers to (so it may be written) and which stays
+                // alive until on_read takes it, right after libuv fills it.
+                return unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+            }
+        }
         READ_BUF.with(|b| {
             // SAFETY: the thread-local Vec is only touched here, on the loop's
             // thread; it is sized once and never resized or freed while the
@@ -129,6 +177,14 @@ impl StreamHandler for Reader {
         })
     }
 
+    fn on_nothing_read(&mut self) {
+        // An idle connection keeps no 120 KiB bytes object around.
+        if self.fresh.is_some() {
+            self.sh.st.ensure_gil();
+            self.fresh = None;
+        }
+    }
+
     fn on_read(&mut self, result: Result<&[u8], UvError>) {
         let sh = self.sh.clone();
         if sh.st.closed() {
@@ -143,10 +199,18 @@ impl StreamHandler for Reader {
         let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
         match result {
             Ok(data) => {
+                self.last = data.len();
+                let fresh = self.take_fresh(py, data);
                 if sh.inner.lock().buffered {
                     sh.deliver_buffered(py, data);
                 } else {
-                    sh.data_received(py, data);
+                    match fresh {
+                        Some(Ok(obj)) => sh.data_received_obj(py, obj),
+                        Some(Err(e)) => {
+                            sh.protocol_error(py, e, "Fatal read error on socket transport")
+                        }
+                        None => sh.data_received(py, data),
+                    }
                 }
             }
             Err(e) if e.is_eof() => sh.eof_received(py),
@@ -228,10 +292,17 @@ impl Shared {
     }
 
     fn data_received(&self, py: Python<'_>, data: &[u8]) {
+        if self.inner.lock().protocol.is_none() {
+            return;
+        }
+        self.data_received_obj(py, PyBytes::new(py, data).into_any().unbind());
+    }
+
+    /// `data_received(bytes)` with a bytes object already made.
+    fn data_received_obj(&self, py: Python<'_>, bytes: Py<PyAny>) {
         let Some(proto) = self.protocol(py) else {
             return;
         };
-        let bytes = PyBytes::new(py, data);
         if let Err(e) = proto
             .bind(py)
             .call_method1(pyo3::intern!(py, "data_received"), (bytes,))
@@ -603,7 +674,11 @@ fn new_shared(loop_: &Bound<'_, LoopCore>, kind: Kind) -> (Arc<Shared>, uv::stre
             drain_waiters: Vec::new(),
         }),
     });
-    let reader = Reader { sh: sh.clone() };
+    let reader = Reader {
+        sh: sh.clone(),
+        fresh: None,
+        last: 0,
+    };
     (sh, Box::new(reader))
 }
 

@@ -19,6 +19,9 @@ pub trait StreamHandler {
     /// `Ok(n)`: n bytes were read into the buffer from `alloc` (passed back as
     /// `data`). `Err(e)`: end of stream (`e.is_eof()`) or a read error.
     fn on_read(&mut self, result: Result<&[u8], UvError>);
+    /// The read that followed `alloc` found nothing (EAGAIN): the buffer
+    /// handed out is free again.
+    fn on_nothing_read(&mut self) {}
     /// A listening stream has a connection to accept (or failed to).
     fn on_connection(&mut self, _status: Result<(), UvError>) {}
 }
@@ -206,7 +209,9 @@ unsafe extern "C" fn read_cb(s: *mut sys::uv_stream_t, nread: isize, buf: *const
     // nread bytes at buf.base, the buffer the handler handed out in alloc_cb.
     unsafe {
         if nread == 0 {
-            return; // EAGAIN: nothing to report
+            // EAGAIN: nothing to report, the buffer is free again.
+            with_payload::<Handler>(s as *mut sys::uv_handle_t, |hd| hd.on_nothing_read());
+            return;
         }
         let res = if nread > 0 {
             Ok(std::slice::from_raw_parts(
