@@ -214,18 +214,8 @@ class ProcessMixin:
             raise ValueError("cmd must be a string")
         _check_popen_args(universal_newlines, not shell, "shell must be True", bufsize, text,
                           encoding, errors)  # fmt: skip
-        protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():
-            # Parameters are not logged: they may hold secrets.
-            debug_log = f"run shell command {cmd!r}"
-            _log_subprocess(debug_log, stdin, stdout, stderr)
-        transport = await self._make_subprocess_transport(
-            protocol, cmd, True, stdin, stdout, stderr, bufsize, **kwargs
-        )
-        if debug_log is not None:
-            logger.info("%s: %r", debug_log, transport)
-        return transport, protocol
+        return await self._spawn(protocol_factory, cmd, True, f"run shell command {cmd!r}",
+                                 stdin, stdout, stderr, bufsize, kwargs)  # fmt: skip
 
     async def subprocess_exec(
         self,
@@ -245,17 +235,24 @@ class ProcessMixin:
     ):
         _check_popen_args(universal_newlines, shell, "shell must be False", bufsize, text,
                           encoding, errors)  # fmt: skip
-        popen_args = (program, *args)
+        return await self._spawn(protocol_factory, (program, *args), False,
+                                 f"execute program {program!r}", stdin, stdout, stderr, bufsize,
+                                 kwargs)  # fmt: skip
+
+    async def _spawn(self, protocol_factory, args, shell, what, stdin, stdout, stderr, bufsize,
+                     kwargs):  # fmt: skip
+        """What subprocess_exec and subprocess_shell share once their
+        arguments are checked (debug logging as asyncio's, without the
+        arguments: they may hold secrets)."""
         protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():
-            debug_log = f"execute program {program!r}"
-            _log_subprocess(debug_log, stdin, stdout, stderr)
+        debug = self.get_debug()
+        if debug:
+            _log_subprocess(what, stdin, stdout, stderr)
         transport = await self._make_subprocess_transport(
-            protocol, popen_args, False, stdin, stdout, stderr, bufsize, **kwargs
+            protocol, args, shell, stdin, stdout, stderr, bufsize, **kwargs
         )
-        if debug_log is not None:
-            logger.info("%s: %r", debug_log, transport)
+        if debug:
+            logger.info("%s: %r", what, transport)
         return transport, protocol
 
     async def _make_subprocess_transport(

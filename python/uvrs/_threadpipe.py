@@ -36,6 +36,22 @@ def threaded_pipes():
     return sys.platform == "win32" or os.environ.get("UVRS_THREADED_PIPES") == "1"
 
 
+def accept_pipe_write(transport, data, closing):
+    """asyncio's checks on a write pipe's ``write()``; True if *data* is to
+    be written. Writes to a closing pipe are dropped, with a warning once a
+    few have been (``transport._lost_writes`` counts them)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+    if not data:
+        return False
+    if closing:
+        if transport._lost_writes >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
+        transport._lost_writes += 1
+        return False
+    return True
+
+
 def _post(loop, callback, *args):
     """call_soon_threadsafe, False once the loop is closed."""
     try:
@@ -265,16 +281,7 @@ class ThreadedWritePipeTransport(_ThreadedPipe, transports._FlowControlMixin, tr
         return self._buffer_size
 
     def write(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
-        if not data:
-            return
-        if self._closing or self._lost:
-            if self._lost_writes >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
-            self._lost_writes += 1
+        if not accept_pipe_write(self, data, self._closing or self._lost):
             return
         data = bytes(data)
         if not self._thread_started:

@@ -20,7 +20,7 @@ import socket
 import stat
 import sys
 import warnings
-from asyncio import constants, futures
+from asyncio import futures
 from asyncio.log import logger
 
 from . import _uvrs
@@ -34,7 +34,12 @@ from ._tcp import (
     _CoreWriting,
     _transport_ready,
 )
-from ._threadpipe import ThreadedReadPipeTransport, ThreadedWritePipeTransport, threaded_pipes
+from ._threadpipe import (
+    ThreadedReadPipeTransport,
+    ThreadedWritePipeTransport,
+    accept_pipe_write,
+    threaded_pipes,
+)
 
 _PY313 = sys.version_info >= (3, 13)
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
@@ -189,19 +194,8 @@ class WritePipeTransport(_PipeTransport, _CoreWriting, asyncio.Transport):
             os.close(fd)
 
     def write(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
-        if not data:
-            return
-        if self._core.is_closing():
-            # asyncio drops writes to a closing pipe, warning after a few.
-            if self._lost_writes >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
-            self._lost_writes += 1
-            return
-        self._core.write(data)
+        if accept_pipe_write(self, data, self._core.is_closing()):
+            self._core.write(data)
 
     def writelines(self, list_of_data):
         for data in list_of_data:
