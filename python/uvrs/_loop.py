@@ -368,9 +368,13 @@ class _LoopMixin:
             sys.set_coroutine_origin_tracking_depth(self._coroutine_origin_tracking_saved_depth)
         self._coroutine_origin_tracking_enabled = enabled
 
-    def _check_callback(self, callback, method):
+    @staticmethod
+    def _refuse_coroutine(callback, method):
         if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
+
+    def _check_callback(self, callback, method):
+        self._refuse_coroutine(callback, method)
         if not callable(callback):
             raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
 

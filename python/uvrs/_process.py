@@ -27,7 +27,7 @@ import threading
 from asyncio import base_subprocess
 from asyncio.log import logger
 
-from ._threadpipe import ThreadedWritePipeTransport
+from ._threadpipe import ThreadedWritePipeTransport, post_to_loop, threaded_pipes
 
 __all__ = ("ProcessMixin",)
 
@@ -56,10 +56,6 @@ def _pidfd_available():
     return _can_use_pidfd
 
 
-def _exit_code(status):
-    return os.waitstatus_to_exitcode(status)
-
-
 class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
     """asyncio's subprocess transport; the child is a Popen."""
 
@@ -82,7 +78,7 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
     def _process_exited(self, returncode):
         # A threaded stdin pipe (Windows) cannot see its reader go away: the
         # child's exit says so (after the pipes are connected, if not yet).
-        if 0 in self._pipes:
+        if 0 in self._pipes and threaded_pipes():
             self._call(self._stdin_reader_gone)
         super()._process_exited(returncode)
 
@@ -150,7 +146,7 @@ class _ChildWatch:
             return code
         if pid == 0:
             return None
-        return _exit_code(status)
+        return os.waitstatus_to_exitcode(status)
 
     def _on_pidfd(self):
         code = self._reap(os.WNOHANG)
@@ -171,9 +167,7 @@ class _ChildWatch:
             code = self.transport.get_extra_info("subprocess").wait()
         else:
             code = self._reap(0)
-        try:
-            self.loop.call_soon_threadsafe(self._report, code)
-        except RuntimeError:
+        if not post_to_loop(self.loop, self._report, code):
             logger.warning("Loop %r that handles pid %r is closed", self.loop, self.pid)
 
     def _report(self, code):

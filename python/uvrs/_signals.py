@@ -19,13 +19,8 @@ import signal
 import sys
 import types
 import warnings
-from asyncio import coroutines, events
+from asyncio import events
 from asyncio.log import logger
-
-# 3.14 deprecates asyncio.iscoroutinefunction; asyncio itself uses the private one.
-_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", None)
-if _iscoroutinefunction is None:  # Python < 3.14
-    _iscoroutinefunction = coroutines.iscoroutinefunction
 
 __all__ = ("SignalMixin",)
 
@@ -58,8 +53,8 @@ class SignalMixin:
 
         def add_signal_handler(self, sig, callback, *args):
             """Add a handler for a Unix signal: callback(*args) runs in the loop."""
-            if _is_coroutine(callback):
-                raise TypeError("coroutines cannot be used with add_signal_handler()")
+            # (asyncio accepts any non-coroutine object, callable or not.)
+            self._refuse_coroutine(callback, "add_signal_handler")
             _check_signal(sig)
             self._check_closed()
             try:
@@ -135,7 +130,3 @@ class SignalMixin:
                 self.remove_signal_handler(sig)
             except (OSError, RuntimeError, ValueError) as exc:  # pragma: no cover
                 logger.info("remove_signal_handler(%d) failed at close: %s", sig, exc)
-
-
-def _is_coroutine(callback):
-    return coroutines.iscoroutine(callback) or _iscoroutinefunction(callback)

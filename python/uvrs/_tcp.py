@@ -86,6 +86,7 @@ class TLS:
         kwargs = {}
         cls = sslproto.SSLProtocol  # 3.10: asyncio's own, unchanged
         if _PY311:
+            # Imported when TLS is first used: it needs the ssl module.
             from ._sslproto import SSLProtocol as cls
 
             kwargs["ssl_shutdown_timeout"] = self.shutdown_timeout
@@ -1020,8 +1021,12 @@ class TcpMixin:
         return await self._make_connection(core, sock, protocol_factory, tls=tls)
 
     async def _make_connection(self, core, sock, protocol_factory, cls=TCPTransport, tls=None):
+        waiter = self.create_future()
         try:
             protocol = protocol_factory()
+            # TLS: the raw transport carries asyncio's SSLProtocol; the user
+            # gets its app transport once the handshake is done.
+            ssl_protocol = None if tls is None else tls.protocol(self, protocol, waiter)
         except BaseException:
             core.abort()
             core._release()
@@ -1036,20 +1041,10 @@ class TcpMixin:
             extra["peername"] = sock.getpeername()
         except OSError:
             extra["peername"] = None
-        waiter = self.create_future()
-        if tls is None:
+        if ssl_protocol is None:
             transport = cls(self, core, protocol, sock=sock, extra=extra)
             transport._start(waiter)
         else:
-            # The raw transport carries asyncio's SSLProtocol; the user gets
-            # its app transport once the handshake is done.
-            try:
-                ssl_protocol = tls.protocol(self, protocol, waiter)
-            except BaseException:
-                core.abort()
-                core._release()
-                sock.close()
-                raise
             cls(self, core, ssl_protocol, sock=sock, extra=extra)._start()
             transport = ssl_protocol._app_transport
         try:

@@ -52,7 +52,7 @@ def accept_pipe_write(transport, data, closing):
     return True
 
 
-def _post(loop, callback, *args):
+def post_to_loop(loop, callback, *args):
     """call_soon_threadsafe, False once the loop is closed."""
     try:
         loop.call_soon_threadsafe(callback, *args)
@@ -194,11 +194,11 @@ class ThreadedReadPipeTransport(_ThreadedPipe, transports.ReadTransport):
                 data = os.read(self._fileno, _READ_SIZE)
             except OSError as exc:
                 if self._leave_io():
-                    _post(loop, self._on_error, exc)
+                    post_to_loop(loop, self._on_error, exc)
                 return
             if not self._leave_io():
                 return
-            if not _post(loop, self._on_data, data) or not data:
+            if not post_to_loop(loop, self._on_data, data) or not data:
                 return
 
     def _on_data(self, data):
@@ -313,9 +313,9 @@ class ThreadedWritePipeTransport(_ThreadedPipe, transports._FlowControlMixin, tr
                     view = view[n:]
             except OSError as exc:
                 if self._leave_io():
-                    _post(loop, self._on_error, exc)
+                    post_to_loop(loop, self._on_error, exc)
                 return
-            if not self._leave_io() or not _post(loop, self._on_written, len(data)):
+            if not self._leave_io() or not post_to_loop(loop, self._on_written, len(data)):
                 return
 
     def _on_written(self, n):
