@@ -142,3 +142,40 @@ def test_loop_close_releases_sockets_of_pending_ops(loop_factory, flavor):
             assert c.fileno() != -1
             lp.close()
             assert c.fileno() == -1
+
+
+def test_loop_metrics(loop, flavor):
+    """uvrs.Loop.metrics(): libuv's idle time, iterations and events."""
+    if not flavor.is_uvrs:
+        # asyncio's loops have no counters of their own.
+        assert not hasattr(loop, "metrics")
+        return
+    first = loop.metrics()
+    assert isinstance(first, flavor.module.LoopMetrics)
+    assert first._fields == ("idle_time", "loop_count", "events", "events_waiting")
+    a, b = socket.socketpair()
+
+    async def main():
+        got = loop.create_future()
+        loop.add_reader(a, lambda: got.set_result(a.recv(10)))
+        # Nothing is ready for 0.2 s: the loop sits in the kernel's poll.
+        loop.call_later(0.2, b.send, b"ping")
+        data = await got
+        loop.remove_reader(a)
+        return data
+
+    try:
+        assert arun(loop, main()) == b"ping"
+    finally:
+        a.close()
+        b.close()
+    after = loop.metrics()
+    # The 0.2 s wait was spent idle (a generous lower bound: no timing claim).
+    assert after.idle_time - first.idle_time >= 0.1
+    assert after.loop_count > first.loop_count
+    assert after.events >= first.events + 1
+    assert after.events_waiting >= first.events_waiting
+    loop.close()
+    # A closed loop answers with its last counters.
+    assert loop.metrics() == loop.metrics()
+    assert loop.metrics().loop_count >= after.loop_count

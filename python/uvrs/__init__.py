@@ -23,7 +23,7 @@ from asyncio import events as _events
 
 from . import _uvrs
 from ._handles import Handle, TimerHandle
-from ._loop import Loop
+from ._loop import Loop, LoopMetrics
 
 __version__: str = _uvrs.__version__
 
@@ -32,7 +32,7 @@ _PY312 = sys.version_info >= (3, 12)
 # 3.14 deprecates the asyncio policy system (removal slated for 3.16).
 _POLICY_DEPRECATED = sys.version_info >= (3, 14)
 
-__all__ = ["Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
+__all__ = ["Handle", "Loop", "LoopMetrics", "TimerHandle", "install", "new_event_loop", "run"]
 if not _POLICY_DEPRECATED:
     __all__ += ["EventLoopPolicy", "Policy"]
 

@@ -4,7 +4,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from socket import socket
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal, NamedTuple, TypeVar
 
 from typing_extensions import TypeAlias, TypeVarTuple, Unpack, deprecated
 
@@ -13,11 +13,12 @@ from ._handles import Handle as Handle
 from ._handles import TimerHandle as TimerHandle
 
 if sys.version_info >= (3, 14):
-    __all__ = ["Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
+    __all__ = ["Handle", "Loop", "LoopMetrics", "TimerHandle", "install", "new_event_loop", "run"]
 else:
     __all__ = [
         "Handle",
         "Loop",
+        "LoopMetrics",
         "TimerHandle",
         "install",
         "new_event_loop",
@@ -46,6 +47,14 @@ _SSLContext: TypeAlias = bool | ssl.SSLContext | None
 _Address: TypeAlias = Any
 _FileDescriptorLike: TypeAlias = Any
 
+class LoopMetrics(NamedTuple):
+    """libuv's counters for one loop, as ``Loop.metrics()`` returns them."""
+
+    idle_time: float
+    loop_count: int
+    events: int
+    events_waiting: int
+
 class Loop(_uvrs.LoopCore, asyncio.AbstractEventLoop):
     """asyncio event loop on libuv, implemented in Rust."""
 
@@ -70,6 +79,8 @@ class Loop(_uvrs.LoopCore, asyncio.AbstractEventLoop):
     def get_exception_handler(self) -> _ExceptionHandler | None: ...
     def default_exception_handler(self, context: _Context) -> None: ...
     def call_exception_handler(self, context: _Context) -> None: ...
+    # libuv's counters (a uvrs extension).
+    def metrics(self) -> LoopMetrics: ...
     # Debug mode.
     def get_debug(self) -> bool: ...
     def set_debug(self, enabled: bool) -> None: ...

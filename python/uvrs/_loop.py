@@ -20,6 +20,7 @@ import time
 import traceback
 import warnings
 import weakref
+from typing import NamedTuple
 
 try:
     import ssl as _ssl
@@ -35,7 +36,7 @@ from ._tcp import TLS, TcpMixin
 from ._udp import DatagramMixin
 from ._unix import UnixMixin
 
-__all__ = ("Loop",)
+__all__ = ("Loop", "LoopMetrics")
 
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
@@ -75,6 +76,20 @@ def _format_handle(handle):
     if isinstance(owner, asyncio.Task):
         return repr(owner)
     return str(handle)
+
+
+class LoopMetrics(NamedTuple):
+    """libuv's counters for one loop, as ``Loop.metrics()`` returns them."""
+
+    #: Seconds the loop spent blocked in the kernel's poll, waiting for I/O or
+    #: a timer: the rest of its running time was spent working.
+    idle_time: float
+    #: Loop iterations so far (each runs the ready callbacks once).
+    loop_count: int
+    #: I/O events the poll has reported and handed to callbacks.
+    events: int
+    #: Events already waiting when a poll returned: a measure of backlog.
+    events_waiting: int
 
 
 def _run_until_complete_cb(fut):
@@ -352,6 +367,17 @@ class _LoopMixin:
 
     # ------------------------------------------------------------------
     # Debug mode
+
+    def metrics(self):
+        """libuv's counters for this loop, as a ``uvrs.LoopMetrics``.
+
+        ``idle_time`` is the time spent waiting in the kernel's poll, so
+        ``1 - idle_time / elapsed`` over an interval is the loop's
+        utilisation. The counters keep their last values once the loop is
+        closed. A uvrs extension: asyncio's loops have no such method.
+        """
+        idle_ns, loop_count, events, events_waiting = self._metrics()
+        return LoopMetrics(idle_ns / 1e9, loop_count, events, events_waiting)
 
     def set_debug(self, enabled):
         self._set_debug_flag(bool(enabled))

@@ -770,6 +770,13 @@ impl LoopCore {
         self.st.time(py)
     }
 
+    /// libuv's counters: (idle time in ns, iterations, events, events
+    /// already waiting). `Loop.metrics()` wraps them.
+    fn _metrics(&self) -> (u64, u64, u64, u64) {
+        let m = self.st.uv.metrics();
+        (m.idle_time_ns, m.loop_count, m.events, m.events_waiting)
+    }
+
     #[pyo3(signature = (callback, *args, context=None))]
     fn call_soon<'py>(
         slf: &Bound<'py, Self>,

@@ -18,6 +18,19 @@ pub enum RunMode {
     NoWait,
 }
 
+/// libuv's own counters for a loop (`uv_metrics_info`, `uv_metrics_idle_time`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Nanoseconds spent blocked in the kernel's poll, waiting for events.
+    pub idle_time_ns: u64,
+    /// Loop iterations (`uv_run` passes).
+    pub loop_count: u64,
+    /// Events the poll reported, and handed to callbacks.
+    pub events: u64,
+    /// Events that were already waiting when a poll returned.
+    pub events_waiting: u64,
+}
+
 /// An owned, initialised libuv loop. Its memory is on the heap so that handles
 /// can keep pointers to it. `close` releases libuv's resources (epoll fd,
 /// eventfd, io_uring) as soon as no handle is left; otherwise, and in any
@@ -28,6 +41,8 @@ pub struct Loop {
     closed: AtomicBool,
     /// `uv_now` when the loop was closed (what `now` answers from then on).
     closed_now: AtomicU64,
+    /// The counters when the loop was closed (what `metrics` answers then).
+    closed_metrics: parking_lot::Mutex<Metrics>,
 }
 
 impl Loop {
@@ -43,10 +58,16 @@ impl Loop {
             drop(unsafe { Box::from_raw(raw as *mut MaybeUninit<sys::uv_loop_t>) });
             return Err(UvError(rc));
         }
+        // SAFETY: the loop was just initialised and has not run: the one time
+        // libuv allows UV_METRICS_IDLE_TIME to be set. It takes no argument.
+        // It costs a clock read around each poll; it fails only on platforms
+        // without the option, where idle time then reads 0.
+        unsafe { sys::uv_loop_configure(raw, sys::uv_loop_option_UV_METRICS_IDLE_TIME) };
         Ok(Loop {
             raw,
             closed: AtomicBool::new(false),
             closed_now: AtomicU64::new(0),
+            closed_metrics: parking_lot::Mutex::new(Metrics::default()),
         })
     }
 
@@ -73,6 +94,7 @@ impl Loop {
             return false;
         }
         self.closed_now.store(self.now(), Ordering::Relaxed);
+        *self.closed_metrics.lock() = self.metrics();
         // SAFETY: the loop is initialised, not running (the caller checks) and
         // has no handle left (has_handles above), so uv_loop_close succeeds
         // unless a request is in flight; then it returns EBUSY and frees nothing.
@@ -115,6 +137,31 @@ impl Loop {
         }
         // SAFETY: the loop is initialised.
         unsafe { sys::uv_now(self.raw) }
+    }
+
+    /// libuv's counters for this loop; their last values once it is closed.
+    pub fn metrics(&self) -> Metrics {
+        if self.is_closed() {
+            return *self.closed_metrics.lock();
+        }
+        let mut info = MaybeUninit::<sys::uv_metrics_t>::zeroed();
+        // SAFETY: the loop is initialised and not closed; info is writable
+        // memory of the right type, which uv_metrics_info fills in.
+        let rc = unsafe { sys::uv_metrics_info(self.raw, info.as_mut_ptr()) };
+        if rc < 0 {
+            return Metrics::default();
+        }
+        // SAFETY: uv_metrics_info succeeded and wrote every field; zeroed
+        // memory is a valid uv_metrics_t in any case (integers and pointers).
+        let info = unsafe { info.assume_init() };
+        // SAFETY: the loop is initialised and not closed.
+        let idle_time_ns = unsafe { sys::uv_metrics_idle_time(self.raw) };
+        Metrics {
+            idle_time_ns,
+            loop_count: info.loop_count,
+            events: info.events,
+            events_waiting: info.events_waiting,
+        }
     }
 
     /// Refresh the cached loop time.
