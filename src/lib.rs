@@ -18,5 +18,9 @@ fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let (major, minor, patch) = uv::version();
     m.add("LIBUV_VERSION", format!("{major}.{minor}.{patch}"))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // What `python -m uvrs` reports about this build.
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    m.add("BUILD_PROFILE", profile)?;
+    m.add("FREE_THREADED_BUILD", cfg!(Py_GIL_DISABLED))?;
     Ok(())
 }

@@ -386,3 +386,5 @@ def test_python_m_uvrs_prints_versions(flavor):
     assert lines[0] == f"uvrs {flavor.module.__version__}"
     assert lines[1].startswith("libuv 1.")
     assert lines[2].startswith(f"Python {sys.version.split()[0]}")
+    build = next(line for line in lines if line.startswith("build "))
+    assert build.split()[1].rstrip(",") in ("debug", "release")

