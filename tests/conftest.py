@@ -12,7 +12,9 @@ in the environment (CI should set it), in which case it errors.
 """
 
 import asyncio
+import gc
 import os
+import time
 import types
 
 import pytest
@@ -85,6 +87,31 @@ def _make_flavor(name):
         Handle=uvrs.Handle,
         TimerHandle=uvrs.TimerHandle,
     )
+
+
+def _live_counts():
+    return uvrs._uvrs._live_counts() if uvrs is not None else {}
+
+
+@pytest.fixture(autouse=True)
+def _nothing_leaked(request):
+    """Debug accounting: after each test (and after its loops are closed,
+    since autouse fixtures are torn down last), every libuv handle, request
+    and loop it opened must be gone. The counters are process-wide, kept by
+    the native core (``_uvrs._live_counts()``)."""
+    before = _live_counts()
+    yield
+    after = _live_counts()
+    if after != before:
+        # Objects waiting for the garbage collector, and handles whose close
+        # callback a loop's last iteration runs, may take a moment.
+        deadline = time.monotonic() + 2.0
+        while after != before and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+            after = _live_counts()
+    assert after == before, f"libuv objects leaked by {request.node.nodeid}: " \
+        f"before {before}, after {after}"
 
 
 @pytest.fixture(params=IMPLS, ids=IMPLS)

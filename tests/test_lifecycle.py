@@ -2,9 +2,11 @@
 
 import asyncio
 import gc
+import socket
 import sys
 import threading
 import time
+import warnings
 import weakref
 
 import pytest
@@ -679,3 +681,41 @@ def test_close_releases_the_loops_fds_at_once(flavor):
     # Still usable where asyncio allows it after close().
     assert all(lp.is_closed() for lp in loops)
     assert isinstance(loops[0].time(), float)
+
+
+def test_connection_left_open_at_close_is_collected_and_its_socket_closed(loop_factory):
+    """A transport nobody closed outlives its loop: once unreferenced, the
+    collector takes it with a ResourceWarning, as asyncio's does, and its
+    socket is closed (the peer reads EOF) with everything libuv held."""
+    loop = loop_factory()
+    made = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+
+    async def setup():
+        srv = await loop.create_server(Proto, "127.0.0.1", 0)
+        client = socket.create_connection(srv.sockets[0].getsockname()[:2])
+        for _ in range(200):
+            if made:
+                break
+            await asyncio.sleep(0.01)
+        srv.close()
+        return client
+
+    client = loop.run_until_complete(setup())
+    try:
+        assert len(made) == 1
+        loop.close()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            made.clear()
+            for _ in range(3):
+                gc.collect()
+        assert any(issubclass(w.category, ResourceWarning)
+                   and "unclosed transport" in str(w.message) for w in caught)
+        client.settimeout(5)
+        assert client.recv(10) == b""
+    finally:
+        client.close()

@@ -16,6 +16,7 @@ __all__ = [
     "TcpListener",
     "TcpTransportCore",
     "_cancel_handle",
+    "_live_counts",
     "_run_in_context",
     "_set_handle_types",
     "BUILD_PROFILE",
@@ -30,6 +31,7 @@ LIBUV_VERSION: str
 __version__: str
 
 def _cancel_handle(handle: object) -> None: ...
+def _live_counts() -> dict[str, int]: ...
 def _run_in_context(ctx: Context, func: Callable[..., _T], *args: Any) -> _T: ...
 
 _T = TypeVar("_T")

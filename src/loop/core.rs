@@ -183,6 +183,15 @@ impl State {
 
     /// `close()` has run: libuv callbacks still draining (handles being
     /// closed) must not reach Python protocols or futures any more.
+    /// A handle outliving `close()` (a transport nobody closed) was just
+    /// closed: finish its close now and give libuv's fds back if it was the
+    /// last one. Nothing else would, as the loop never runs again.
+    pub(crate) fn handle_released_after_close(&self) {
+        if self.closed() {
+            self.uv.close();
+        }
+    }
+
     pub(crate) fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

@@ -227,6 +227,15 @@ impl StreamHandler for Reader {
 }
 
 impl Shared {
+    /// Close the stream's handle (if any). After the loop's `close()`, also
+    /// finish that close at once: the loop never runs again to do it.
+    fn drop_stream(&self, stream: Option<uv::AnyStream>) {
+        if stream.is_some() {
+            drop(stream);
+            self.st.handle_released_after_close();
+        }
+    }
+
     fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.inner.lock().context.as_ref().map(|c| c.clone_ref(py))
     }
@@ -439,7 +448,7 @@ impl Shared {
         wake_waiters(py, waiters, false);
         // Closing the handle cancels pending writes (their callbacks see
         // ECANCELED) and stops reading.
-        drop(tcp);
+        self.drop_stream(tcp);
         if first {
             self.schedule_connection_lost(py, exc.map(|e| e.into_value(py).into_any()));
         }
@@ -451,7 +460,7 @@ impl Shared {
             // Never attached to a wrapper (e.g. the protocol factory failed):
             // nobody to tell; just let the socket go.
             let tcp = self.inner.lock().tcp.take();
-            drop(tcp);
+            self.drop_stream(tcp);
             return;
         }
         // In the transport's context, as uvloop does (asyncio uses whatever
@@ -633,6 +642,19 @@ impl Owned {
 #[pyclass(module = "uvrs._uvrs", frozen)]
 pub struct TcpTransportCore {
     sh: Arc<Shared>,
+}
+
+/// The core can only be dropped with its handle still open once its loop is
+/// closed (until then the open handle keeps it out of the collector's reach,
+/// see `__traverse__`): the connection was never closed and nothing refers to
+/// it any more, so its handle is closed here, as asyncio's transport closes
+/// its socket when collected. The handle's payload refers to `Shared`, so
+/// without this neither would ever be freed.
+impl Drop for TcpTransportCore {
+    fn drop(&mut self) {
+        let stream = self.sh.inner.try_lock().and_then(|mut g| g.tcp.take());
+        self.sh.drop_stream(stream);
+    }
 }
 
 impl TcpTransportCore {
@@ -1017,16 +1039,20 @@ impl TcpTransportCore {
                 g.context.take(),
             )
         };
-        drop((tcp, p, t, c));
+        self.sh.drop_stream(tcp);
+        drop((p, t, c));
     }
 
     /// While the socket is open, the libuv handle owns the protocol and the
     /// wrapper (like asyncio's selector owning its transports): they are not
     /// reported, so the collector never takes a live connection for garbage.
-    /// Once the handle is gone they belong to this object alone.
+    /// Once the handle is gone, or its loop is closed (nothing can reach the
+    /// connection through the loop then, as asyncio's closed selector holds
+    /// none), they belong to this object alone: an unreferenced connection is
+    /// collected, its socket and handle closed.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(g) = self.sh.inner.try_lock() {
-            if g.tcp.is_some() {
+            if g.tcp.is_some() && !self.sh.st.closed() {
                 return Ok(());
             }
             visit.call(&self.sh.loop_)?;

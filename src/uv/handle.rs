@@ -11,6 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libuv_sys2 as sys;
 
+use super::accounting;
 use super::error::UvError;
 
 /// What `uv_handle_t.data` points to: a type-erased destructor first, so the
@@ -55,7 +56,11 @@ impl<H> HandleBox<H> {
         }));
         // SAFETY: ptr is an initialised handle; every uv_xxx_t starts with the
         // uv_handle_t fields, so the cast is valid; data is ours to set.
-        unsafe { (*(ptr as *mut sys::uv_handle_t)).data = slot as *mut c_void };
+        unsafe {
+            let h = ptr as *mut sys::uv_handle_t;
+            (*h).data = slot as *mut c_void;
+            accounting::handle_opened((*h).type_);
+        }
         Ok(HandleBox { ptr })
     }
 
@@ -101,6 +106,7 @@ unsafe extern "C" fn close_cb<H>(h: *mut sys::uv_handle_t) {
     // the Slot set in init (its first field is the destructor), and h is the
     // Box<MaybeUninit<H>> allocated there.
     unsafe {
+        accounting::handle_freed((*h).type_);
         let data = (*h).data;
         if !data.is_null() {
             let drop_fn = *(data as *const unsafe fn(*mut c_void));

@@ -4,6 +4,7 @@
 //! block carries a `// SAFETY:` comment naming the invariant it relies on.
 //! One module per libuv handle type, as libuv and uvloop arrange theirs.
 
+pub mod accounting;
 pub mod check;
 pub mod error;
 pub mod handle;

@@ -5,6 +5,7 @@ use std::ffi::c_void;
 
 use libuv_sys2 as sys;
 
+use super::accounting::{self, Counter};
 use super::error::UvError;
 use super::handle::{with_payload, HandleBox};
 
@@ -118,13 +119,11 @@ impl<H> Stream<H> {
             // SAFETY: uv_buf_init only packs pointer and length.
             .map(|b| unsafe { sys::uv_buf_init(b.as_ptr() as *mut _, b.len() as _) })
             .collect();
-        let req = Box::into_raw(Box::new(std::mem::MaybeUninit::<sys::uv_write_t>::zeroed()))
-            as *mut sys::uv_write_t;
-        // SAFETY: req is zeroed memory we own; data carries the boxed callback,
-        // reclaimed exactly once in write_cb (or below on failure). libuv copies
-        // the uv_buf_t array; the bytes stay alive per this function's contract.
+        let req = new_req::<sys::uv_write_t>(done, Counter::WriteReq);
+        // SAFETY: req is a fresh request from new_req, reclaimed exactly once:
+        // in write_cb, or below on failure. libuv copies the uv_buf_t array;
+        // the bytes stay alive per this function's contract.
         unsafe {
-            (*req).data = Box::into_raw(Box::new(done)) as *mut c_void;
             let rc = sys::uv_write(
                 req,
                 self.raw(),
@@ -133,11 +132,7 @@ impl<H> Stream<H> {
                 Some(write_cb),
             );
             if rc < 0 {
-                let done = Box::from_raw((*req).data as *mut Done);
-                drop(Box::from_raw(
-                    req as *mut std::mem::MaybeUninit<sys::uv_write_t>,
-                ));
-                drop(done);
+                drop(take_req(req, Counter::WriteReq));
                 return Err(UvError(rc));
             }
         }
@@ -146,19 +141,13 @@ impl<H> Stream<H> {
 
     /// Shut down the write side once queued writes are done.
     pub fn shutdown(&self, done: Done) -> Result<(), UvError> {
-        let req = Box::into_raw(Box::new(
-            std::mem::MaybeUninit::<sys::uv_shutdown_t>::zeroed(),
-        )) as *mut sys::uv_shutdown_t;
-        // SAFETY: as in `write`: req and its callback are reclaimed once, in
-        // shutdown_cb or here on failure.
+        let req = new_req::<sys::uv_shutdown_t>(done, Counter::ShutdownReq);
+        // SAFETY: as in `write`: req is reclaimed once, in shutdown_cb or here
+        // on failure.
         unsafe {
-            (*req).data = Box::into_raw(Box::new(done)) as *mut c_void;
             let rc = sys::uv_shutdown(req, self.raw(), Some(shutdown_cb));
             if rc < 0 {
-                drop(Box::from_raw((*req).data as *mut Done));
-                drop(Box::from_raw(
-                    req as *mut std::mem::MaybeUninit<sys::uv_shutdown_t>,
-                ));
+                drop(take_req(req, Counter::ShutdownReq));
                 return Err(UvError(rc));
             }
         }
@@ -235,27 +224,43 @@ unsafe extern "C" fn connection_cb(s: *mut sys::uv_stream_t, st: i32) {
 }
 
 unsafe extern "C" fn write_cb(req: *mut sys::uv_write_t, st: i32) {
-    // SAFETY: req and its data were boxed in Stream::write; reclaimed once here.
-    let done = unsafe {
-        let done = Box::from_raw((*req).data as *mut Done);
-        drop(Box::from_raw(
-            req as *mut std::mem::MaybeUninit<sys::uv_write_t>,
-        ));
-        done
-    };
+    // SAFETY: req was made by new_req in Stream::write; libuv is done with it.
+    let done = unsafe { take_req(req, Counter::WriteReq) };
     run_done(done, st);
 }
 
 unsafe extern "C" fn shutdown_cb(req: *mut sys::uv_shutdown_t, st: i32) {
-    // SAFETY: req and its data were boxed in Stream::shutdown; reclaimed once.
-    let done = unsafe {
-        let done = Box::from_raw((*req).data as *mut Done);
-        drop(Box::from_raw(
-            req as *mut std::mem::MaybeUninit<sys::uv_shutdown_t>,
-        ));
-        done
-    };
+    // SAFETY: req was made by new_req in Stream::shutdown; libuv is done with it.
+    let done = unsafe { take_req(req, Counter::ShutdownReq) };
     run_done(done, st);
+}
+
+/// A zeroed libuv request of type `R` on the heap, its `data` carrying
+/// `done`; counted under `c` until `take_req` frees it.
+pub(crate) fn new_req<R>(done: Done, c: Counter) -> *mut R {
+    let req = Box::into_raw(Box::new(std::mem::MaybeUninit::<R>::zeroed())) as *mut R;
+    // SAFETY: req is zeroed memory we own; every uv_xxx_t request begins with
+    // the uv_req_t fields, so writing `data` through uv_req_t is valid.
+    unsafe { (*(req as *mut sys::uv_req_t)).data = Box::into_raw(Box::new(done)) as *mut c_void };
+    accounting::add(c, 1);
+    req
+}
+
+/// Free a request made by `new_req` and return its callback.
+///
+/// # Safety
+/// `req` must come from `new_req::<R>(_, c)`, libuv must hold no pointer to it
+/// any more (its callback is running, or submitting it failed), and it must
+/// not be used again.
+pub(crate) unsafe fn take_req<R>(req: *mut R, c: Counter) -> Done {
+    accounting::add(c, -1);
+    // SAFETY: per the contract, data is the Box<Done> set by new_req and req
+    // the Box<MaybeUninit<R>> allocated there; both are reclaimed once, here.
+    unsafe {
+        let done = Box::from_raw((*(req as *mut sys::uv_req_t)).data as *mut Done);
+        drop(Box::from_raw(req as *mut std::mem::MaybeUninit<R>));
+        *done
+    }
 }
 
 pub(crate) fn run_done(done: Done, st: i32) {

@@ -1,13 +1,14 @@
 //! `uv_tcp_t`: TCP sockets (listening, accepted and connecting).
 
-use std::ffi::{c_void, CString};
+use std::ffi::CString;
 use std::ops::Deref;
 
 use libuv_sys2 as sys;
 
+use super::accounting::Counter;
 use super::error::UvError;
 use super::handle::HandleBox;
-use super::stream::{run_done, Done, Handler, Stream};
+use super::stream::{new_req, run_done, take_req, Done, Handler, Stream};
 use super::Loop;
 
 /// A TCP handle: a `Stream` plus the TCP-only operations.
@@ -90,19 +91,13 @@ impl Tcp {
 
     /// Connect to `addr`; `done` runs with the outcome.
     pub fn connect(&self, addr: &SockAddr, done: Done) -> Result<(), UvError> {
-        let req = Box::into_raw(Box::new(
-            std::mem::MaybeUninit::<sys::uv_connect_t>::zeroed(),
-        )) as *mut sys::uv_connect_t;
-        // SAFETY: req is zeroed memory we own, reclaimed once in connect_cb or
-        // here on failure; addr is copied by libuv during the call.
+        let req = new_req::<sys::uv_connect_t>(done, Counter::ConnectReq);
+        // SAFETY: req is a fresh request from new_req, reclaimed once: in
+        // connect_cb, or here on failure. addr is copied by libuv during the call.
         unsafe {
-            (*req).data = Box::into_raw(Box::new(done)) as *mut c_void;
             let rc = sys::uv_tcp_connect(req, self.s.h.raw(), addr.as_ptr(), Some(connect_cb));
             if rc < 0 {
-                drop(Box::from_raw((*req).data as *mut Done));
-                drop(Box::from_raw(
-                    req as *mut std::mem::MaybeUninit<sys::uv_connect_t>,
-                ));
+                drop(take_req(req, Counter::ConnectReq));
                 return Err(UvError(rc));
             }
         }
@@ -111,13 +106,7 @@ impl Tcp {
 }
 
 unsafe extern "C" fn connect_cb(req: *mut sys::uv_connect_t, st: i32) {
-    // SAFETY: req and its data were boxed in Tcp::connect; reclaimed once here.
-    let done = unsafe {
-        let done = Box::from_raw((*req).data as *mut Done);
-        drop(Box::from_raw(
-            req as *mut std::mem::MaybeUninit<sys::uv_connect_t>,
-        ));
-        done
-    };
+    // SAFETY: req was made by new_req in Tcp::connect; libuv is done with it.
+    let done = unsafe { take_req(req, Counter::ConnectReq) };
     run_done(done, st);
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libuv_sys2 as sys;
 
+use super::accounting::{self, Counter};
 use super::error::UvError;
 
 /// How `Loop::run` runs (libuv's `uv_run_mode`).
@@ -43,6 +44,9 @@ pub struct Loop {
     closed_now: AtomicU64,
     /// The counters when the loop was closed (what `metrics` answers then).
     closed_metrics: parking_lot::Mutex<Metrics>,
+    /// `drain_closing` is running: a handle dropped by one of the close
+    /// callbacks it runs must not start another `uv_run` inside it.
+    draining: AtomicBool,
 }
 
 impl Loop {
@@ -63,11 +67,13 @@ impl Loop {
         // It costs a clock read around each poll; it fails only on platforms
         // without the option, where idle time then reads 0.
         unsafe { sys::uv_loop_configure(raw, sys::uv_loop_option_UV_METRICS_IDLE_TIME) };
+        accounting::add(Counter::Loop, 1);
         Ok(Loop {
             raw,
             closed: AtomicBool::new(false),
             closed_now: AtomicU64::new(0),
             closed_metrics: parking_lot::Mutex::new(Metrics::default()),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -89,6 +95,10 @@ impl Loop {
         if self.is_closed() {
             return true;
         }
+        if self.draining.load(Ordering::Acquire) {
+            // Called from a close callback of the drain below: it finishes.
+            return false;
+        }
         self.drain_closing();
         if self.has_handles() {
             return false;
@@ -101,6 +111,7 @@ impl Loop {
         let rc = unsafe { sys::uv_loop_close(self.raw) };
         if rc == 0 {
             self.closed.store(true, Ordering::Release);
+            accounting::add(Counter::Loop, -1);
         }
         rc == 0
     }
@@ -205,9 +216,14 @@ impl Loop {
     /// Run the loop without blocking until every closing handle's close
     /// callback has run. Call after closing the handles, before dropping.
     pub fn drain_closing(&self) {
-        if self.is_closed() {
+        if self.is_closed() || self.draining.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.drain_passes();
+        self.draining.store(false, Ordering::Release);
+    }
+
+    fn drain_passes(&self) {
         for _ in 0..64 {
             self.run(RunMode::NoWait);
             // SAFETY: the loop is initialised; uv_loop_close only inspects the
