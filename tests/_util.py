@@ -56,6 +56,10 @@ import random  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
 
+# What recvfrom() gives as the address of a datagram from an unbound AF_UNIX
+# socket: None on Linux; the BSDs' kernels attach an empty name, so "".
+UNBOUND_UNIX_ADDR = None if sys.platform.startswith("linux") else ""
+
 LOCALHOST = "127.0.0.1"
 LOCALHOST6 = "::1"
 

@@ -27,6 +27,11 @@ import pytest
 
 from _util import run_child
 
+if sys.platform == "win32":
+    # Before anything below touches names Windows lacks (signal.SIGCHLD,
+    # socket.AF_UNIX...): a skip mark would come too late, at collection.
+    pytest.skip("POSIX signals", allow_module_level=True)
+
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
     pytest.mark.timeout(60),

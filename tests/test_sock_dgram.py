@@ -16,6 +16,7 @@ import pytest
 from _util import (
     LOCALHOST,
     LOCALHOST6,
+    UNBOUND_UNIX_ADDR,
     arun,
     catch_loop_errors,
     ipv6_loopback_available,
@@ -185,10 +186,10 @@ def test_unix_datagram_addresses(loop, sockdir):
         assert await receiving == (b"named", path_b)
         # An unbound sender's address is None.
         await loop.sock_sendto(anon, b"anon", path_a)
-        assert await loop.sock_recvfrom(a, 100) == (b"anon", None)
+        assert await loop.sock_recvfrom(a, 100) == (b"anon", UNBOUND_UNIX_ADDR)
         buf = bytearray(16)
         await loop.sock_sendto(anon, b"anon2", path_a)
-        assert await loop.sock_recvfrom_into(a, buf) == (5, None)
+        assert await loop.sock_recvfrom_into(a, buf) == (5, UNBOUND_UNIX_ADDR)
 
     try:
         arun(loop, main())
@@ -200,7 +201,9 @@ def test_unix_datagram_addresses(loop, sockdir):
 @needs_dgram_ops
 @pytest.mark.parametrize("op", ["sock_recvfrom", "sock_recvfrom_into",
                                 "sock_sendto"])
-def test_blocking_socket_rejected_in_debug_mode(loop, op):
+def test_blocking_socket_rejected_in_debug_mode(loop, op, flavor):
+    if not flavor.is_uvrs and sys.platform == "win32":
+        pytest.skip("asyncio's ProactorEventLoop does not check for blocking sockets")
     loop.set_debug(True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((LOCALHOST, 0))
@@ -329,6 +332,7 @@ _CANCEL_CASES = {
 
 
 @pytest.mark.parametrize("op", list(_CANCEL_CASES))
+@pytest.mark.fd_watchers
 def test_cancelled_read_op_unregisters_reader(loop, op):
     setup, dgram_only = _CANCEL_CASES[op]
     if dgram_only and sys.version_info < (3, 11):
@@ -359,6 +363,7 @@ def test_cancelled_read_op_unregisters_reader(loop, op):
 
 
 @pytest.mark.parametrize("op", list(_CANCEL_CASES))
+@pytest.mark.fd_watchers
 def test_cancel_before_first_step(loop, op):
     # Cancelled before the coroutine ever ran: nothing gets registered.
     setup, dgram_only = _CANCEL_CASES[op]
@@ -384,6 +389,7 @@ def test_cancel_before_first_step(loop, op):
             s.close()
 
 
+@pytest.mark.fd_watchers
 def test_cancelled_sock_connect(loop):
     srv = socket.socket()
     srv.bind((LOCALHOST, 0))
@@ -432,6 +438,7 @@ def _stream_pair():
     return a, b
 
 
+@pytest.mark.fd_watchers
 def test_watchers_accept_objects_with_fileno(loop):
     a, b = _stream_pair()
     try:
@@ -456,6 +463,7 @@ def test_watchers_accept_objects_with_fileno(loop):
         b.close()
 
 
+@pytest.mark.fd_watchers
 def test_remove_returns_whether_something_was_registered(loop):
     a, b = _stream_pair()
     try:
@@ -488,6 +496,7 @@ def test_remove_returns_whether_something_was_registered(loop):
         b.close()
 
 
+@pytest.mark.fd_watchers
 def test_add_writer_on_closed_loop(loop):
     a, b = _stream_pair()
     try:
@@ -521,6 +530,7 @@ _BAD_OBJECTS = [("str", "abc"), ("float", 1.5), ("none", None),
                                     "remove_reader", "remove_writer"])
 @pytest.mark.parametrize("bad", [b for _, b in _BAD_OBJECTS],
                          ids=[name for name, _ in _BAD_OBJECTS])
+@pytest.mark.fd_watchers
 def test_watchers_reject_bad_fd_objects(loop, method, bad):
     fn = getattr(loop, method)
     args = (print,) if method.startswith("add_") else ()
@@ -543,6 +553,7 @@ async def _udp_transport(loop):
 
 
 @pytest.mark.parametrize("kind", ["tcp", "udp"])
+@pytest.mark.fd_watchers
 def test_watchers_refuse_fd_owned_by_transport(loop, kind):
     async def main():
         make = _tcp_transport if kind == "tcp" else _udp_transport
@@ -571,6 +582,7 @@ def test_watchers_refuse_fd_owned_by_transport(loop, kind):
 
 
 @pytest.mark.parametrize("kind", ["tcp", "udp"])
+@pytest.mark.fd_watchers
 def test_transport_still_works_after_refused_watcher(loop, kind):
     # The failed add_reader must not have disturbed the transport's own
     # reading.

@@ -98,6 +98,7 @@ def test_connect_refused(loop):
     arun(loop, main())
 
 
+@pytest.mark.fd_watchers
 def test_cancelled_recv_unregisters_reader(loop):
     async def main():
         a, b = _pair()
@@ -118,6 +119,7 @@ def test_cancelled_recv_unregisters_reader(loop):
     arun(loop, main())
 
 
+@pytest.mark.fd_watchers
 def test_add_reader_calls_back_until_removed(loop):
     a, b = _pair()
     try:
@@ -140,6 +142,7 @@ def test_add_reader_calls_back_until_removed(loop):
         b.close()
 
 
+@pytest.mark.fd_watchers
 def test_add_writer_and_replacing_a_reader(loop):
     a, b = _pair()
     try:
@@ -161,6 +164,7 @@ def test_add_writer_and_replacing_a_reader(loop):
         b.close()
 
 
+@pytest.mark.fd_watchers
 def test_add_reader_bad_fd_object(loop):
     with pytest.raises(ValueError):
         loop.add_reader(object(), print)
@@ -168,6 +172,7 @@ def test_add_reader_bad_fd_object(loop):
         loop.add_reader(-1, print)
 
 
+@pytest.mark.fd_watchers
 def test_fd_watchers_on_closed_loop(loop):
     a, b = _pair()
     try:
@@ -202,6 +207,7 @@ def test_sock_recv_sizes_and_bad_sizes(loop):
     arun(loop, main())
 
 
+@pytest.mark.fd_watchers
 def test_sock_recv_after_peer_reset(loop):
     async def main():
         a, b = _pair()
@@ -309,6 +315,7 @@ def test_fd_number_reused_right_after_close(loop):
     arun(loop, main(), timeout=15)
 
 
+@pytest.mark.fd_watchers
 def test_many_sock_recv_rounds_on_one_socket(loop):
     async def main():
         a, b = _pair()

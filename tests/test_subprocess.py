@@ -32,6 +32,11 @@ import pytest
 
 from _util import arun, catch_loop_errors, open_fd_count, payload, sha256
 
+if sys.platform == "win32":
+    # Before anything below touches names Windows lacks (signal.SIGCHLD,
+    # socket.AF_UNIX...): a skip mark would come too late, at collection.
+    pytest.skip("POSIX subprocess semantics (/bin/sh, signals, fds)", allow_module_level=True)
+
 pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(sys.platform == "win32",

@@ -20,6 +20,7 @@ import pytest
 from _util import (
     LOCALHOST,
     LOCALHOST6,
+    UNBOUND_UNIX_ADDR,
     arun,
     catch_loop_errors,
     ipv6_loopback_available,
@@ -836,7 +837,7 @@ def test_unix_datagram_unbound_sender(loop, sockdir):
             client.transport.sendto(b"anonymous")
             await server.wait_datagrams(1)
             # ...and its datagrams arrive with addr None.
-            assert server.datagrams == [(b"anonymous", None)]
+            assert server.datagrams == [(b"anonymous", UNBOUND_UNIX_ADDR)]
         finally:
             await close_all(server, client)
 
@@ -859,7 +860,7 @@ def test_unix_datagram_stale_socket_file_is_replaced(loop, sockdir):
             _, proto2 = await endpoint(loop, family=socket.AF_UNIX,
                                        local_addr=path)
             sender.sendto(b"fresh", path)
-            assert await proto2.wait_datagrams(1) == [(b"fresh", None)]
+            assert await proto2.wait_datagrams(1) == [(b"fresh", UNBOUND_UNIX_ADDR)]
         finally:
             sender.close()
             await close_all(proto2)

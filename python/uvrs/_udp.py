@@ -442,10 +442,10 @@ class DatagramMixin:
         """Receive a datagram of at most *bufsize* bytes: ``(data, address)``."""
         self._check_sock(sock)
         try:
-            return sock.recvfrom(bufsize)
+            return _recvfrom(sock, bufsize)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._sock_io(sock, False, sock.recvfrom, bufsize)
+        return await self._sock_io(sock, False, _recvfrom, sock, bufsize)
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram into *buf*: ``(nbytes, address)``."""
@@ -455,10 +455,10 @@ class DatagramMixin:
         elif nbytes > len(buf):
             raise ValueError("nbytes is greater than the length of the buffer")
         try:
-            return sock.recvfrom_into(buf, nbytes)
+            return _recvfrom_into(sock, buf, nbytes)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._sock_io(sock, False, sock.recvfrom_into, buf, nbytes)
+        return await self._sock_io(sock, False, _recvfrom_into, sock, buf, nbytes)
 
     async def sock_sendto(self, sock, data, address):
         """Send a datagram to *address*; return the number of bytes sent."""
@@ -468,3 +468,31 @@ class DatagramMixin:
         except (BlockingIOError, InterruptedError):
             pass
         return await self._sock_io(sock, True, sock.sendto, data, address)
+
+
+if sys.platform == "win32":
+    # Winsock fails a datagram larger than the buffer with WSAEMSGSIZE and
+    # drops it; Unix (and asyncio's Proactor loop) return it truncated.
+    # Reading into a buffer of the largest datagram size gives the latter.
+    _MAX_DATAGRAM = 65536
+
+    def _recvfrom(sock, bufsize):
+        if bufsize >= _MAX_DATAGRAM:
+            return sock.recvfrom(bufsize)
+        data, addr = sock.recvfrom(_MAX_DATAGRAM)
+        return data[:bufsize], addr
+
+    def _recvfrom_into(sock, buf, nbytes):
+        scratch = bytearray(_MAX_DATAGRAM)
+        n, addr = sock.recvfrom_into(scratch)
+        n = min(n, nbytes)
+        memoryview(buf).cast("B")[:n] = scratch[:n]
+        return n, addr
+
+else:
+
+    def _recvfrom(sock, bufsize):
+        return sock.recvfrom(bufsize)
+
+    def _recvfrom_into(sock, buf, nbytes):
+        return sock.recvfrom_into(buf, nbytes)

@@ -217,16 +217,18 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// `time.monotonic()` as a float, read without calling into Python where the
-/// platform's libuv clock is the same clock (CLOCK_MONOTONIC on Linux,
-/// mach_absolute_time on macOS).
-#[cfg(unix)]
+/// platform's libuv clock is the same clock (CLOCK_MONOTONIC on Linux and the
+/// BSDs).
+#[cfg(all(unix, not(target_vendor = "apple")))]
 pub fn monotonic(_py: Python<'_>) -> PyResult<f64> {
     Ok(crate::uv::hrtime() as f64 * 1e-9)
 }
 
 /// On Windows, CPython's monotonic clock differs between versions
-/// (GetTickCount64 before 3.13), so ask it.
-#[cfg(windows)]
+/// (GetTickCount64 before 3.13), so ask it. On macOS libuv's clock is
+/// `mach_continuous_time` (it counts while the machine sleeps) and CPython's
+/// is `mach_absolute_time` (it does not), so ask CPython there too.
+#[cfg(any(windows, target_vendor = "apple"))]
 pub fn monotonic(py: Python<'_>) -> PyResult<f64> {
     static MONOTONIC: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     let f = MONOTONIC.get_or_try_init(py, || {

@@ -33,6 +33,7 @@ pub use uv_async::Async;
 pub use uv_loop::{Loop, RunMode};
 
 /// libuv's monotonic high-resolution clock, in nanoseconds.
+#[cfg_attr(any(windows, target_vendor = "apple"), allow(dead_code))]
 pub fn hrtime() -> u64 {
     // SAFETY: uv_hrtime has no preconditions; it reads the OS monotonic clock.
     unsafe { libuv_sys2::uv_hrtime() }
