@@ -214,3 +214,71 @@ def test_python_m_uvrs_runs_an_unchanged_aiohttp_program(flavor):
     expected_loop = "loop: uvrs._loop.Loop" if flavor.is_uvrs else "loop: asyncio."
     assert lines[0].startswith(expected_loop)
     assert lines[2:] == ["GET /hello/uvrs: 200 hello, uvrs", "websocket: PING"]
+
+
+# ------------------------------------------------- asyncio's task tooling
+
+
+def test_tasks_are_the_stdlib_c_tasks(loop, flavor):
+    """Tools that inspect tasks from outside (3.14's `python -m asyncio ps`,
+    debuggers) know asyncio's own Task type: uvrs creates exactly those."""
+    _asyncio = pytest.importorskip("_asyncio")
+
+    async def child():
+        await asyncio.sleep(0)
+        return asyncio.current_task()
+
+    async def main():
+        task = loop.create_task(child(), name="the-child")
+        assert await task is task
+        return task
+
+    task = loop.run_until_complete(main())
+    assert type(task) is asyncio.Task is _asyncio.Task
+    assert task.get_name() == "the-child"
+
+
+_PS_CHILD = """
+import asyncio, ctypes, sys
+if sys.argv[1] == "uvrs":
+    import uvrs
+    run = uvrs.run
+else:
+    run = asyncio.run
+# Let a sibling process (python -m asyncio ps) read this one's memory under
+# Yama's ptrace_scope=1: PR_SET_PTRACER, PR_SET_PTRACER_ANY.
+ctypes.CDLL(None).prctl(0x59616D61, ctypes.c_ulong(-1), 0, 0, 0)
+
+async def sleeper():
+    await asyncio.sleep(60)
+
+async def main():
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(sleeper(), name="sleeper-one")
+        tg.create_task(sleeper(), name="sleeper-two")
+        await asyncio.sleep(0.05)
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+
+run(main())
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="python -m asyncio ps is new in 3.14")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="reading another process needs privileges on macOS and Windows")
+def test_python_m_asyncio_ps_sees_the_tasks(flavor):
+    child = subprocess.Popen([sys.executable, "-c", _PS_CHILD, flavor.name],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        out = subprocess.run([sys.executable, "-m", "asyncio", "ps", str(child.pid)],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode != 0 and ("ermission" in out.stderr or "not permitted" in out.stderr):
+            pytest.skip(f"cannot read another process here: {out.stderr.strip()[-200:]}")
+        assert out.returncode == 0, out.stderr
+        assert "sleeper-one" in out.stdout
+        assert "sleeper-two" in out.stdout
+    finally:
+        child.kill()
+        child.communicate()
