@@ -197,20 +197,28 @@ impl StreamHandler for Reader {
         let py = unsafe { Python::assume_attached() };
         let ctx = sh.context(py);
         let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
+        let buffered = sh.inner.lock().buffered;
         match result {
+            Ok(data) if buffered => {
+                // Copied straight into the protocol's buffers: no bytes
+                // object is needed, so the next read uses READ_BUF.
+                self.last = 0;
+                sh.deliver_buffered(py, data);
+                // `data` may be the memory of self.fresh (a read sized while
+                // the protocol was not buffered yet): free it only now that
+                // every byte is copied out. Shrinking it first, as the
+                // data_received path does, would move the memory under `data`
+                // (ASan found that use after free).
+                self.fresh = None;
+            }
             Ok(data) => {
                 self.last = data.len();
-                let fresh = self.take_fresh(py, data);
-                if sh.inner.lock().buffered {
-                    sh.deliver_buffered(py, data);
-                } else {
-                    match fresh {
-                        Some(Ok(obj)) => sh.data_received_obj(py, obj),
-                        Some(Err(e)) => {
-                            sh.protocol_error(py, e, "Fatal read error on socket transport")
-                        }
-                        None => sh.data_received(py, data),
+                match self.take_fresh(py, data) {
+                    Some(Ok(obj)) => sh.data_received_obj(py, obj),
+                    Some(Err(e)) => {
+                        sh.protocol_error(py, e, "Fatal read error on socket transport")
                     }
+                    None => sh.data_received(py, data),
                 }
             }
             Err(e) if e.is_eof() => sh.eof_received(py),
