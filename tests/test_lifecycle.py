@@ -719,3 +719,25 @@ def test_connection_left_open_at_close_is_collected_and_its_socket_closed(loop_f
         assert client.recv(10) == b""
     finally:
         client.close()
+
+
+def test_server_left_open_at_close_is_collected_and_its_socket_closed(loop_factory):
+    """A server nobody closed outlives its loop: once unreferenced it is
+    collected, its listening socket closed (ResourceWarning, as asyncio's)."""
+    loop = loop_factory()
+
+    async def setup():
+        return await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+
+    srv = loop.run_until_complete(setup())
+    addr = srv.sockets[0].getsockname()[:2]
+    loop.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del srv
+        for _ in range(3):
+            gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+    # Nothing listens on the address any more.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(addr, timeout=5).close()

@@ -461,6 +461,17 @@ class Server(asyncio.AbstractServer):
         # Let the listeners start, as asyncio does.
         await asyncio.sleep(0)
 
+    async def _serve_from_create(self):
+        """create_server()'s last step: serve, and yield once as asyncio
+        does. Cancelled there, the caller never gets the server: close it
+        (asyncio leaves it listening for good)."""
+        self._start_serving()
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            self.close()
+            raise
+
     async def serve_forever(self):
         if self._serving_forever_fut is not None:
             raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
@@ -1187,9 +1198,7 @@ class TcpMixin:
         if ssl is not None:
             server._tls = TLS(ssl, True, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         if start_serving:
-            server._start_serving()
-            # Let the listeners start, as asyncio does.
-            await asyncio.sleep(0)
+            await server._serve_from_create()
         if self.get_debug():
             logger.info("%r is serving", server)
         return server

@@ -357,8 +357,7 @@ class UnixMixin:
         if ssl:
             server._tls = TLS(ssl, True, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         if start_serving:
-            server._start_serving()
-            await asyncio.sleep(0)
+            await server._serve_from_create()
         return server
 
     async def connect_read_pipe(self, protocol_factory, pipe):

@@ -33,6 +33,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Stop listening and close the socket. After the loop's `close()`, also
+    /// finish closing the handle at once: the loop never runs again to do it.
+    fn drop_listener(&self) {
+        let l = self.listener.lock().take();
+        if l.is_some() {
+            drop(l);
+            self.st.handle_released_after_close();
+        }
+    }
+
     fn report(&self, py: Python<'_>, e: PyErr) {
         if must_leave_loop(py, &e) {
             self.st.fail(e);
@@ -231,6 +241,15 @@ pub struct TcpListener {
     sh: Arc<Shared>,
 }
 
+/// Only reachable while listening once the loop is closed (see
+/// `__traverse__`): the server was never closed and nothing refers to it, so
+/// its socket is closed here, as asyncio's would be by the collector.
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        self.sh.drop_listener();
+    }
+}
+
 #[pymethods]
 impl TcpListener {
     /// Adopt the bound, listening socket `fd` (owned by the listener from now
@@ -282,8 +301,7 @@ impl TcpListener {
 
     /// Stop listening and close the socket.
     fn close(&self) {
-        let l = self.sh.listener.lock().take();
-        drop(l);
+        self.sh.drop_listener();
         let a = self.sh.on_connection.lock().take();
         let b = self.sh.on_error.lock().take();
         drop((a, b));
@@ -291,14 +309,16 @@ impl TcpListener {
 
     /// While listening, the libuv handle owns the callbacks (and so the
     /// server): nothing is reported, so an unreferenced server keeps serving.
+    /// Once the loop is closed it serves no more: an unreferenced server is
+    /// then collected, and its socket closed (see `Drop`).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if self
+        let listening = self
             .sh
             .listener
             .try_lock()
             .map(|l| l.is_some())
-            .unwrap_or(true)
-        {
+            .unwrap_or(true);
+        if listening && !self.sh.st.closed() {
             return Ok(());
         }
         visit.call(&self.sh.loop_)?;
