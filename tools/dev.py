@@ -5,6 +5,8 @@
     python3 tools/dev.py test    [PYTEST ARGS...]        setup + cargo test + pytest
     python3 tools/dev.py demo    [DEMO ARGS...]          setup (release) + loadgen + bench/demo.py
     python3 tools/dev.py lint                            cargo fmt --check, clippy, ruff
+    python3 tools/dev.py asan    [PYTEST ARGS...]        AddressSanitizer build + the uvrs tests
+    python3 tools/dev.py valgrind [TEST FILES...]        memcheck on the uvrs half of some tests
 
 Every command works for the interpreter that runs this script, or for the one
 given with `--python PATH`. Each interpreter gets its own virtual environment,
@@ -383,7 +385,104 @@ def cmd_lint(args, rest) -> int:
     return 0
 
 
-COMMANDS = {"setup": cmd_setup, "test": cmd_test, "demo": cmd_demo, "lint": cmd_lint}
+ASAN_DIR = os.path.join(ROOT, "target", "asan")
+
+
+def cmd_asan(args, rest) -> int:
+    """Build the extension with AddressSanitizer and run the uvrs half of the
+    suite against it (Linux, x86_64 or aarch64; needs a nightly Rust toolchain
+    and gcc's libasan, e.g. Debian's `libasan8`).
+
+    Rust code is instrumented by `-Zsanitizer=address` (nightly), libuv's C
+    by `-fsanitize=address`; CPython is not instrumented, so ASan's runtime is
+    preloaded. Leak detection is off: CPython keeps memory until exit.
+    """
+    if not sys.platform.startswith("linux"):
+        fail("asan: Linux only")
+    venv = setup(args)
+    target = f"{os.uname().machine}-unknown-linux-gnu"
+    env = dict(venv.env(), CARGO_TARGET_DIR=ASAN_DIR, RUSTFLAGS="-Zsanitizer=address",
+               CFLAGS="-fsanitize=address -fno-omit-frame-pointer")
+    # --target keeps the sanitizer flags off build scripts and proc macros.
+    run(["cargo", "+nightly", "build", "--lib", "--target", target], env=env)
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    if not os.path.isabs(libasan):
+        fail("asan: gcc has no libasan.so (install libasan8 or gcc)")
+    # The uvrs package, with the instrumented extension in place of the dev build.
+    pkg_root = os.path.join(ASAN_DIR, "pkg")
+    shutil.rmtree(pkg_root, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "python", "uvrs"), os.path.join(pkg_root, "uvrs"),
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    suffix = subprocess.run([venv.python, "-c", "import sysconfig; "
+                             "print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copy(os.path.join(ASAN_DIR, target, "debug", "lib_uvrs.so"),
+                os.path.join(pkg_root, "uvrs", "_uvrs" + suffix))
+    test_env = dict(venv.env(), LD_PRELOAD=libasan, PYTHONPATH=pkg_root, UVRS_REQUIRE="1",
+                    ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
+    pytest_args = rest or ["-q", "-k", "uvrs", "tests"]
+    say(f"pytest under AddressSanitizer ({_short(libasan)})")
+    probe = [venv.python, "-c", "import uvrs; assert 'asan' in uvrs.__file__, uvrs.__file__"]
+    run(probe, env=test_env)
+    return run([venv.python, "-m", "pytest", "-p", "no:cacheprovider", "--timeout", "300",
+                *pytest_args], env=test_env, check=False)
+
+
+VALGRIND_FILES = ["tests/test_timers.py", "tests/test_call_soon.py", "tests/test_udp.py"]
+
+
+def _suppressions_from(valgrind_output: str) -> str:
+    """The --gen-suppressions blocks of a valgrind run, deduplicated."""
+    blocks, seen, current = [], set(), None
+    for line in valgrind_output.splitlines():
+        if line == "{":
+            current = []
+        elif line == "}" and current is not None:
+            body = "\n".join(current[1:])  # without valgrind's placeholder name
+            if body not in seen:
+                seen.add(body)
+                blocks.append(f"{{\n   baseline-{len(blocks)}\n{body}\n}}\n")
+            current = None
+        elif current is not None:
+            current.append(line)
+    return "".join(blocks)
+
+
+def cmd_valgrind(args, rest) -> int:
+    """Valgrind memcheck on the uvrs half of some test files (dev build).
+
+    The interpreter itself reports errors under memcheck (CPython's own
+    uninitialised reads). They are measured first, on the asyncio half of the
+    same files, and suppressed: what remains comes from uvrs. Linux/macOS.
+    """
+    if IS_WINDOWS or not shutil.which("valgrind"):
+        fail("valgrind: needs valgrind on PATH")
+    venv = setup(args)
+    files = rest or VALGRIND_FILES
+    env = dict(venv.env(), PYTHONMALLOC="malloc")
+    base = ["valgrind", "--errors-for-leak-kinds=none"]
+    pytest = [venv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "600"]
+    say("baseline: the asyncio half under memcheck, to learn the interpreter's own reports")
+    out = subprocess.run([*base, "--gen-suppressions=all", *pytest, "-k", "asyncio", *files],
+                         env=env, capture_output=True, text=True)
+    supp = os.path.join(ROOT, "target", "valgrind-baseline.supp")
+    os.makedirs(os.path.dirname(supp), exist_ok=True)
+    with open(supp, "w", encoding="utf-8") as f:
+        f.write(_suppressions_from(out.stderr))
+    say("the uvrs half under memcheck, interpreter reports suppressed")
+    return run([*base, "--error-exitcode=99", f"--suppressions={supp}", *pytest, "-k", "uvrs",
+                *files], env=env, check=False)
+
+
+COMMANDS = {
+    "valgrind": cmd_valgrind,
+    "setup": cmd_setup,
+    "test": cmd_test,
+    "demo": cmd_demo,
+    "lint": cmd_lint,
+    "asan": cmd_asan,
+}
 
 
 # ------------------------------------------------------------------ main
