@@ -291,7 +291,10 @@ class TCPTransport(_CoreTransport, _CoreReading, _CoreWriting, asyncio.Transport
         core = getattr(self, "_core", None)
         if core is not None and self._loop is not None and not core.is_closing():
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            core.abort()
+            try:
+                core.abort()
+            except RuntimeError:
+                pass  # the loop is closed: the socket is closed all the same
 
 
 class Server(asyncio.AbstractServer):

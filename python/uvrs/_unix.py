@@ -99,7 +99,10 @@ class _PipeTransport(_CoreTransport):
         pipe = getattr(self, "_pipe", None)
         if pipe is not None and not self._core.is_closing():
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.abort()
+            try:
+                self._core.abort()
+            except RuntimeError:
+                pass  # the loop is closed: the pipe is closed all the same
             pipe.close()
             self._pipe = None
 

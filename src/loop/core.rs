@@ -70,6 +70,22 @@ struct UvHandles {
     wakeup_fd: Option<uv::Poll>,
 }
 
+/// An object outside the loop's own state that holds a libuv handle of the
+/// loop: a transport's stream, a server's listener.
+pub(crate) trait HandleOwner: Send + Sync {
+    /// The loop is closing: close the handle now (dropping it; no close
+    /// callback may reach Python) and never touch libuv again.
+    fn release_handle(&self);
+}
+
+/// The handle owners of a loop, held weakly; dead entries are pruned as the
+/// list grows, so it stays within twice the live count.
+#[derive(Default)]
+struct Owners {
+    list: Vec<Weak<dyn HandleOwner>>,
+    prune_at: usize,
+}
+
 /// Shared state of a loop; libuv callbacks reach it through a `Weak`.
 ///
 /// Locking rule: `q` and `uv_handles` are never held at the same time, and no
@@ -95,6 +111,8 @@ pub(crate) struct State {
     pyself: AtomicPtr<ffi::PyObject>,
     /// fds watched by add_reader / add_writer.
     watchers: FdWatchers,
+    /// Transports and listeners with a handle on this loop (see `close`).
+    owners: parking_lot::Mutex<Owners>,
     clock_resolution: f64,
     py_minor: u8,
     /// `create_task(coro, **kwargs)` passes every keyword through (3.13.3+).
@@ -172,6 +190,7 @@ impl State {
             pending: GilCell::new(None),
             pyself: AtomicPtr::new(std::ptr::null_mut()),
             watchers: FdWatchers::default(),
+            owners: parking_lot::Mutex::new(Owners::default()),
             clock_resolution,
             py_minor: py.version_info().minor,
             create_task_kwargs: py.version_info() >= (3, 13, 3),
@@ -183,6 +202,16 @@ impl State {
 
     /// `close()` has run: libuv callbacks still draining (handles being
     /// closed) must not reach Python protocols or futures any more.
+    /// `owner` holds a handle of this loop: `close()` will have it released.
+    pub(crate) fn register_owner(&self, owner: Weak<dyn HandleOwner>) {
+        let mut o = self.owners.lock();
+        if o.list.len() >= o.prune_at {
+            o.list.retain(|w| w.strong_count() > 0);
+            o.prune_at = (o.list.len() * 2).max(64);
+        }
+        o.list.push(owner);
+    }
+
     /// A handle outliving `close()` (a transport nobody closed) was just
     /// closed: finish its close now and give libuv's fds back if it was the
     /// last one. Nothing else would, as the loop never runs again.
@@ -1036,8 +1065,15 @@ impl LoopCore {
         st.watchers.clear(py);
         let hs = st.uv_handles.lock().take();
         drop(hs);
-        // Gives the epoll fd & co. back now when no transport still holds a
-        // handle (else when the last one goes, on drop).
+        // Transports and servers still open: asyncio's close() closes the
+        // selector under them; here their handles are closed, so that libuv
+        // can close too. Their Python sockets stay open until they are
+        // closed or collected, as on asyncio.
+        let owners = std::mem::take(&mut st.owners.lock().list);
+        for owner in owners.iter().filter_map(Weak::upgrade) {
+            owner.release_handle();
+        }
+        // Gives the epoll fd & co. back now.
         st.uv.close();
         Ok(())
     }

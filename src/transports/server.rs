@@ -15,7 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::errors::os_error;
 use super::tcp::TcpTransportCore;
-use crate::r#loop::core::{must_leave_loop, LoopCore, State};
+use crate::r#loop::core::{must_leave_loop, HandleOwner, LoopCore, State};
 use crate::uv::{self, UvError};
 
 struct Shared {
@@ -30,6 +30,13 @@ struct Shared {
     listener: Mutex<Option<Listening>>,
     /// Connections accepted per readiness event at most (asyncio: backlog).
     backlog: Mutex<i32>,
+}
+
+impl HandleOwner for Shared {
+    fn release_handle(&self) {
+        let l = self.listener.lock().take();
+        drop(l);
+    }
 }
 
 impl Shared {
@@ -280,6 +287,8 @@ impl TcpListener {
         });
         let l = open_listener(py, &sh, fd)?;
         *sh.listener.lock() = Some(l);
+        let owner: Arc<dyn HandleOwner> = sh.clone();
+        sh.st.register_owner(Arc::downgrade(&owner));
         Ok(TcpListener { sh })
     }
 

@@ -14,7 +14,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::errors::os_error;
 use crate::r#loop::capi::{self, ContextGuard, SimpleBuffer};
-use crate::r#loop::core::{must_leave_loop, LoopCore, State};
+use crate::r#loop::core::{must_leave_loop, HandleOwner, LoopCore, State};
 use crate::r#loop::gil::GilCell;
 use crate::uv::{self, StreamHandler, UvError};
 
@@ -234,6 +234,13 @@ impl StreamHandler for Reader {
     }
 }
 
+impl HandleOwner for Shared {
+    fn release_handle(&self) {
+        let stream = self.inner.lock().tcp.take();
+        drop(stream);
+    }
+}
+
 impl Shared {
     /// Close the stream's handle (if any). After the loop's `close()`, also
     /// finish that close at once: the loop never runs again to do it.
@@ -370,14 +377,14 @@ impl Shared {
                 Err(e) => {
                     self.protocol_error(py, e, "Fatal error: protocol.eof_received() call failed.")
                 }
-                Ok(_) => self.close(py),
+                Ok(_) => self.or_fail(self.close(py)),
             }
             return;
         }
         match proto.bind(py).call_method0("eof_received") {
             Ok(keep_open) => match keep_open.is_truthy() {
                 Ok(true) => self.stop_reading(),
-                Ok(false) => self.close(py),
+                Ok(false) => self.or_fail(self.close(py)),
                 Err(e) => {
                     self.protocol_error(py, e, "Fatal error: protocol.eof_received() call failed.")
                 }
@@ -438,16 +445,25 @@ impl Shared {
                 }
             }
         }
-        self.force_close(py, Some(e));
+        self.or_fail(self.force_close(py, Some(e)));
+    }
+
+    /// An error of a step run from a libuv callback, where nobody can
+    /// receive it: the loop reports it (and stops if it must).
+    fn or_fail(&self, res: PyResult<()>) {
+        if let Err(e) = res {
+            self.st.fail(e);
+        }
     }
 
     /// asyncio's `_force_close`: drop queued writes, stop reading, and call
-    /// connection_lost soon.
-    fn force_close(&self, py: Python<'_>, exc: Option<PyErr>) {
+    /// connection_lost soon. Err: connection_lost could not be scheduled
+    /// (the loop is closed), as asyncio's call_soon raises.
+    fn force_close(&self, py: Python<'_>, exc: Option<PyErr>) -> PyResult<()> {
         let (tcp, first, waiters) = {
             let mut g = self.inner.lock();
             if g.conn_lost > 0 {
-                return;
+                return Ok(());
             }
             g.closing = true;
             g.conn_lost += 1;
@@ -458,18 +474,19 @@ impl Shared {
         // ECANCELED) and stops reading.
         self.drop_stream(tcp);
         if first {
-            self.schedule_connection_lost(py, exc.map(|e| e.into_value(py).into_any()));
+            self.schedule_connection_lost(py, exc.map(|e| e.into_value(py).into_any()))?;
         }
+        Ok(())
     }
 
-    fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<Py<PyAny>>) {
+    fn schedule_connection_lost(&self, py: Python<'_>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let t = self.transport(py);
         if t.is_none(py) {
             // Never attached to a wrapper (e.g. the protocol factory failed):
             // nobody to tell; just let the socket go.
             let tcp = self.inner.lock().tcp.take();
             self.drop_stream(tcp);
-            return;
+            return Ok(());
         }
         // In the transport's context, as uvloop does (asyncio uses whatever
         // context closed the transport).
@@ -483,17 +500,15 @@ impl Shared {
                 .bind(py)
                 .call_method("call_soon", (cb, exc), Some(&kw))
         });
-        if let Err(e) = res {
-            self.st.fail(e);
-        }
+        res.map(|_| ())
     }
 
     /// `transport.close()`.
-    fn close(&self, py: Python<'_>) {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         let lose_now = {
             let mut g = self.inner.lock();
             if g.closing {
-                return;
+                return Ok(());
             }
             g.closing = true;
             if let Some(t) = g.tcp.as_ref() {
@@ -507,8 +522,9 @@ impl Shared {
             }
         };
         if lose_now {
-            self.schedule_connection_lost(py, None);
+            self.schedule_connection_lost(py, None)?;
         }
+        Ok(())
     }
 
     fn maybe_pause_protocol(&self, py: Python<'_>) {
@@ -604,7 +620,7 @@ impl Shared {
         self.maybe_resume_protocol(py);
         if lose {
             self.inner.lock().conn_lost += 1;
-            self.schedule_connection_lost(py, None);
+            self.or_fail(self.schedule_connection_lost(py, None));
         }
     }
 }
@@ -704,6 +720,8 @@ fn new_shared(loop_: &Bound<'_, LoopCore>, kind: Kind) -> (Arc<Shared>, uv::stre
             drain_waiters: Vec::new(),
         }),
     });
+    let owner: Arc<dyn HandleOwner> = sh.clone();
+    sh.st.register_owner(Arc::downgrade(&owner));
     let reader = Reader {
         sh: sh.clone(),
         fresh: None,
@@ -917,8 +935,7 @@ impl TcpTransportCore {
             // A pipe has no half-close: asyncio closes the transport once the
             // buffer is flushed.
             drop(g);
-            self.sh.close(py);
-            return Ok(());
+            return self.sh.close(py);
         }
         g.eof = true;
         let Some(t) = g.tcp.as_ref() else {
@@ -932,17 +949,19 @@ impl TcpTransportCore {
         true
     }
 
-    fn close(&self, py: Python<'_>) {
-        self.sh.close(py);
+    /// RuntimeError once the loop is closed, as asyncio's (connection_lost
+    /// cannot be scheduled); the transport is closing all the same.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.sh.close(py)
     }
 
-    fn abort(&self, py: Python<'_>) {
-        self.sh.force_close(py, None);
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        self.sh.force_close(py, None)
     }
 
     /// Drop what is queued and lose the connection with `exc`.
-    fn _force_close(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
-        self.sh.force_close(py, Some(PyErr::from_value(exc)));
+    fn _force_close(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        self.sh.force_close(py, Some(PyErr::from_value(exc)))
     }
 
     fn is_closing(&self) -> bool {
