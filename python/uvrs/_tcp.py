@@ -1024,6 +1024,12 @@ class TcpMixin:
                 finally:
                     exceptions = None
             sock, core = result
+            # Only libuv's copy of the fd is needed from now on: the socket
+            # object get_extra_info('socket') gives is made if it is asked
+            # for, so an idle connection costs one fd, as on asyncio.
+            return await self._make_connection(
+                core, sock, protocol_factory, tls=tls, own_sock=True
+            )
         else:
             if sock is None:
                 raise ValueError("host and port was not specified and no sock specified")
@@ -1034,7 +1040,9 @@ class TcpMixin:
 
         return await self._make_connection(core, sock, protocol_factory, tls=tls)
 
-    async def _make_connection(self, core, sock, protocol_factory, cls=TCPTransport, tls=None):
+    async def _make_connection(
+        self, core, sock, protocol_factory, cls=TCPTransport, tls=None, own_sock=False
+    ):
         waiter = self.create_future()
         try:
             protocol = protocol_factory()
@@ -1055,6 +1063,10 @@ class TcpMixin:
             extra["peername"] = sock.getpeername()
         except OSError:
             extra["peername"] = None
+        if own_sock:
+            # A socket of our own making: libuv has its own copy of the fd.
+            sock.close()
+            sock = None
         if ssl_protocol is None:
             transport = cls(self, core, protocol, sock=sock, extra=extra)
             transport._start(waiter)
