@@ -4,10 +4,11 @@ import asyncio
 import hashlib
 import os
 import socket
+import sys
 
 import pytest
 
-from _util import arun, run_briefly
+from _util import arun, run_briefly, run_child
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -330,3 +331,43 @@ def test_many_sock_recv_rounds_on_one_socket(loop):
             assert loop.remove_reader(a.fileno()) is False
 
     arun(loop, main())
+
+
+@pytest.mark.fd_watchers
+@pytest.mark.skipif(sys.platform == "win32", reason="socketpair fds: POSIX")
+@pytest.mark.parametrize("then", ["nothing", "reuse"])
+def test_fd_closed_with_a_registration_change_pending(flavor, then):
+    """A watch changes (reader, then writer added) and user code closes the
+    fd before the loop polls again. libuv applies epoll changes at its next
+    poll, and aborts the process if one fails; uvrs must drop the change.
+    (Found by the benchmark kit: sock_sendall waited for writability, then
+    the client closed its socket.) With "reuse", a new socket takes the same
+    fd number before the poll, and the old watch must not wake for it."""
+    out = run_child(flavor, f"""
+        import socket
+        loop = new_event_loop()
+        def run_once():
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        a, b = socket.socketpair()
+        fd = a.fileno()
+        calls = []
+        loop.add_reader(fd, calls.append, "r")
+        run_once()
+        loop.add_writer(fd, calls.append, "w")
+        a.close()
+        if {then!r} == "reuse":
+            c, d = socket.socketpair()
+            assert fd in (c.fileno(), d.fileno())
+        for _ in range(3):
+            run_once()
+        for remove in (loop.remove_writer, loop.remove_reader):
+            try:
+                remove(fd)
+            except OSError:
+                pass  # asyncio's selector modifies the registration of a closed fd
+        loop.close()
+        print("alive", calls)
+    """)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "alive []"

@@ -301,6 +301,7 @@ impl State {
     /// `uv_backend_timeout()` cannot decide this: it answers 0 whenever fd
     /// watchers are waiting to be registered, even if the poll then blocks.
     fn on_prepare(&self) {
+        self.watchers.verify_pending();
         if !self.idle_on.load(Ordering::Relaxed) {
             self.gil.release();
         }

@@ -36,6 +36,9 @@ struct Watch {
     parked: Option<Parked>,
     /// The events the poll was last started with.
     started: i32,
+    /// The identity of the file behind the fd when the poll was last
+    /// (re)started (Unix), checked by `verify_pending`.
+    ident: Option<(u64, u64)>,
 }
 
 impl Watch {
@@ -50,12 +53,22 @@ impl Watch {
         ev
     }
 
-    /// Start (or restart) the poll if the wanted events changed.
-    fn sync(&mut self) -> Result<(), uv::UvError> {
+    /// Start (or restart) the poll if the wanted events changed. libuv
+    /// applies the change at its next poll (Linux batches the epoll_ctl
+    /// calls), so `fd` goes on the `pending` list for `verify_pending`.
+    #[cfg_attr(not(unix), allow(unused_variables))]
+    fn sync(&mut self, fd: i64, pending: &Mutex<Vec<i64>>) -> Result<(), uv::UvError> {
         let ev = self.events();
         if ev != self.started {
             self.poll.start(ev)?;
             self.started = ev;
+            if ev != 0 {
+                #[cfg(unix)]
+                {
+                    self.ident = uv::sys::file_identity(fd as i32);
+                }
+                pending.lock().push(fd);
+            }
         }
         Ok(())
     }
@@ -68,6 +81,8 @@ pub struct FdWatchers {
     /// Loop iterations seen by `sweep`.
     epoch: Mutex<u64>,
     parked: Mutex<usize>,
+    /// fds whose poll was (re)started since the last `verify_pending`.
+    pending: Mutex<Vec<i64>>,
 }
 
 /// Which side of a watch.
@@ -126,6 +141,7 @@ impl FdWatchers {
                     writer: None,
                     parked: None,
                     started: 0,
+                    ident: None,
                 })
             }
         };
@@ -143,7 +159,7 @@ impl FdWatchers {
             Side::Reader => watch.reader.replace(handle),
             Side::Writer => watch.writer.replace(handle),
         };
-        if let Err(e) = watch.sync() {
+        if let Err(e) = watch.sync(fd, &self.pending) {
             // Leave no half-registered watch behind.
             match side {
                 Side::Reader => watch.reader = old,
@@ -178,7 +194,7 @@ impl FdWatchers {
         let gone = if watch.events() == 0 {
             map.remove(&fd)
         } else {
-            let _ = watch.sync();
+            let _ = watch.sync(fd, &self.pending);
             None
         };
         drop(map);
@@ -265,6 +281,44 @@ impl FdWatchers {
         }
     }
 
+    /// Right before libuv polls (the prepare phase): every poll (re)started
+    /// since the last poll has an epoll_ctl pending in libuv, which libuv
+    /// aborts the process on if it fails. It fails when the fd was closed
+    /// meanwhile (a user may close a socket whenever they like, e.g. right
+    /// after a `sock_sendall` that waited for writability). Such a poll is
+    /// stopped, which drops the pending change.
+    #[cfg(unix)]
+    pub fn verify_pending(&self) {
+        let fds = std::mem::take(&mut *self.pending.lock());
+        if fds.is_empty() {
+            return;
+        }
+        let mut map = self.map.lock();
+        for fd in fds {
+            let Some(watch) = map.get_mut(&fd) else {
+                continue;
+            };
+            if watch.started == 0 {
+                continue;
+            }
+            let now = uv::sys::file_identity(fd as i32);
+            if now.is_some() && now == watch.ident {
+                continue;
+            }
+            // As with a selector, the closed file's registration is gone and
+            // a new file with the same number is not watched until the watch
+            // changes again (then it is registered afresh: started is 0).
+            watch.poll.stop();
+            watch.started = 0;
+        }
+    }
+
+    /// Windows polls sockets through AFD, with no deferred registration.
+    #[cfg(not(unix))]
+    pub fn verify_pending(&self) {
+        self.pending.lock().clear();
+    }
+
     fn unpark(&self, fd: i64) {
         let (gone, parked) = {
             let mut map = self.map.lock();
@@ -279,7 +333,7 @@ impl FdWatchers {
                 (map.remove(&fd), Some(p))
             } else {
                 watch.started = 0;
-                let _ = watch.sync();
+                let _ = watch.sync(fd, &self.pending);
                 (None, Some(p))
             }
         };
@@ -301,7 +355,7 @@ impl FdWatchers {
             // ICMP error); a selector keeps watching, and the callbacks
             // consume the error. Watch again.
             watch.started = 0;
-            let _ = watch.sync();
+            let _ = watch.sync(fd, &self.pending);
         }
         if let Some(r) = &watch.reader {
             if err || events & (poll::READABLE | poll::DISCONNECT) != 0 {

@@ -1,5 +1,6 @@
 //! The few plain OS calls uvrs makes itself, beside libuv (Unix only):
-//! accepting connections on a listening socket.
+//! accepting connections on a listening socket, and telling whether an fd
+//! still refers to the same open file.
 //!
 //! uvrs accepts on its own instead of through `uv_listen` because libuv,
 //! when `accept()` fails with EMFILE, accepts and closes the pending
@@ -101,4 +102,19 @@ pub fn recv(fd: i32, buf: &mut [u8]) -> Result<usize, UvError> {
             return Err(UvError(-errno));
         }
     }
+}
+
+/// The identity (device, inode) of the open file `fd` refers to, or None if
+/// `fd` is not open. Two different sockets never share one while both exist.
+pub fn file_identity(fd: i32) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: st is writable memory of the right type; fstat only writes it.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded and filled the struct (zeroed memory is valid too).
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Some((st.st_dev as u64, st.st_ino as u64))
 }
