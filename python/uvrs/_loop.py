@@ -54,6 +54,9 @@ _timeout_cm = getattr(asyncio, "timeout", None)
 
 _TRACK_TCP = "TCP"
 
+# File descriptors are C ints.
+_FD_MAX = 2**31 - 1
+
 
 def _fileobj_to_fd(fileobj):
     """An fd number from an int or an object with fileno(), as selectors do."""
@@ -739,27 +742,34 @@ class _LoopMixin:
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
         return fileno
 
+    def _watchable_fd(self, fd):
+        """The fd number to watch; OverflowError past a C int, as asyncio's
+        selector raises (after its closed-loop check)."""
+        fileno = self._ensure_fd_no_transport(fd)
+        if fileno > _FD_MAX:
+            self._check_closed()
+            raise OverflowError("Python int too large to convert to C int")
+        return fileno
+
     def add_reader(self, fd, callback, *args):
         """Call callback(*args) whenever fd is readable (an int or fileno())."""
-        fileno = self._ensure_fd_no_transport(fd)
-        self._add_reader(fileno, callback, *args)
+        self._add_reader(self._watchable_fd(fd), callback, *args)
 
     def remove_reader(self, fd):
         """Stop watching fd for reading; return whether it was watched."""
         fileno = self._ensure_fd_no_transport(fd)
-        if self.is_closed():
+        if self.is_closed() or fileno > _FD_MAX:
             return False
         return self._remove_reader(fileno)
 
     def add_writer(self, fd, callback, *args):
         """Call callback(*args) whenever fd is writable (an int or fileno())."""
-        fileno = self._ensure_fd_no_transport(fd)
-        self._add_writer(fileno, callback, *args)
+        self._add_writer(self._watchable_fd(fd), callback, *args)
 
     def remove_writer(self, fd):
         """Stop watching fd for writing; return whether it was watched."""
         fileno = self._ensure_fd_no_transport(fd)
-        if self.is_closed():
+        if self.is_closed() or fileno > _FD_MAX:
             return False
         return self._remove_writer(fileno)
 

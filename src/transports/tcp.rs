@@ -920,8 +920,24 @@ impl TcpTransportCore {
     }
 
     fn writelines(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        for item in list_of_data.try_iter()? {
-            self.write(py, &item?)?;
+        // As asyncio: every item is checked before anything is written, so a
+        // bad item leaves nothing half sent.
+        let items = list_of_data
+            .try_iter()?
+            .collect::<PyResult<Vec<Bound<'_, PyAny>>>>()?;
+        for item in &items {
+            if !(item.is_instance_of::<PyBytes>()
+                || item.is_instance_of::<PyByteArray>()
+                || item.is_instance_of::<PyMemoryView>())
+            {
+                return Err(PyTypeError::new_err(format!(
+                    "data argument must be a bytes-like object, not {:?}",
+                    item.get_type().name()?.to_string()
+                )));
+            }
+        }
+        for item in &items {
+            self.write(py, item)?;
         }
         Ok(())
     }
@@ -1001,27 +1017,19 @@ impl TcpTransportCore {
         g.tcp.as_ref().map(|t| t.write_queue_size()).unwrap_or(0)
     }
 
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        &self,
-        py: Python<'_>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let high = high.unwrap_or_else(|| match low {
-            None => 64 * 1024,
-            Some(l) => 4 * l,
-        });
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
+    /// The limits as byte counts, already checked by the Python layer
+    /// (which takes any number asyncio takes: floats, inf, huge ints, and
+    /// clamps them to what a buffer size can be).
+    fn _set_write_buffer_limits(&self, py: Python<'_>, high: u64, low: u64) -> PyResult<()> {
+        if high < low {
             return Err(PyValueError::new_err(format!(
                 "high ({high}) must be >= low ({low}) must be >= 0"
             )));
         }
         {
             let mut g = self.sh.inner.lock();
-            g.high = high as usize;
-            g.low = low as usize;
+            g.high = usize::try_from(high).unwrap_or(usize::MAX);
+            g.low = usize::try_from(low).unwrap_or(usize::MAX);
         }
         self.sh.maybe_pause_protocol(py);
         Ok(())
