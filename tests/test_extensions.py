@@ -148,12 +148,17 @@ def test_loop_close_releases_sockets_of_pending_ops(loop_factory, flavor):
             assert c.fileno() == -1
 
 
-def test_loop_metrics(loop, flavor):
+def test_loop_metrics(loop_factory, flavor, monkeypatch):
     """uvrs.Loop.metrics(): libuv's idle time, iterations and events."""
+    loop = loop_factory()
     if not flavor.is_uvrs:
         # asyncio's loops have no counters of their own.
         assert not hasattr(loop, "metrics")
         return
+    # Idle time is measured only on request (it costs libuv a poll).
+    assert loop.metrics().idle_time is None
+    monkeypatch.setenv("UVRS_LOOP_METRICS", "1")
+    loop = loop_factory()
     first = loop.metrics()
     assert isinstance(first, flavor.module.LoopMetrics)
     assert first._fields == ("idle_time", "loop_count", "events", "events_waiting")

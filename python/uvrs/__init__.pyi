@@ -50,7 +50,7 @@ _FileDescriptorLike: TypeAlias = Any
 class LoopMetrics(NamedTuple):
     """libuv's counters for one loop, as ``Loop.metrics()`` returns them."""
 
-    idle_time: float
+    idle_time: float | None
     loop_count: int
     events: int
     events_waiting: int

@@ -85,8 +85,10 @@ class LoopMetrics(NamedTuple):
     """libuv's counters for one loop, as ``Loop.metrics()`` returns them."""
 
     #: Seconds the loop spent blocked in the kernel's poll, waiting for I/O or
-    #: a timer: the rest of its running time was spent working.
-    idle_time: float
+    #: a timer: the rest of its running time was spent working. None unless
+    #: the loop was created with UVRS_LOOP_METRICS=1 in the environment
+    #: (measuring it costs libuv an extra poll per iteration).
+    idle_time: float | None
     #: Loop iterations so far (each runs the ready callbacks once).
     loop_count: int
     #: I/O events the poll has reported and handed to callbacks.
@@ -376,11 +378,14 @@ class _LoopMixin:
 
         ``idle_time`` is the time spent waiting in the kernel's poll, so
         ``1 - idle_time / elapsed`` over an interval is the loop's
-        utilisation. The counters keep their last values once the loop is
+        utilisation; it is measured only when ``UVRS_LOOP_METRICS=1`` is set
+        when the loop is created (else None), because libuv then polls once
+        more per iteration. The counters keep their last values once the loop is
         closed. A uvrs extension: asyncio's loops have no such method.
         """
         idle_ns, loop_count, events, events_waiting = self._metrics()
-        return LoopMetrics(idle_ns / 1e9, loop_count, events, events_waiting)
+        idle = None if idle_ns is None else idle_ns / 1e9
+        return LoopMetrics(idle, loop_count, events, events_waiting)
 
     def set_debug(self, enabled):
         self._set_debug_flag(bool(enabled))

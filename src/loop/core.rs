@@ -809,11 +809,13 @@ impl LoopCore {
         self.st.time(py)
     }
 
-    /// libuv's counters: (idle time in ns, iterations, events, events
-    /// already waiting). `Loop.metrics()` wraps them.
-    fn _metrics(&self) -> (u64, u64, u64, u64) {
+    /// libuv's counters: (idle time in ns, or None unless measured,
+    /// iterations, events, events already waiting). `Loop.metrics()` wraps
+    /// them.
+    fn _metrics(&self) -> (Option<u64>, u64, u64, u64) {
         let m = self.st.uv.metrics();
-        (m.idle_time_ns, m.loop_count, m.events, m.events_waiting)
+        let idle = uv::uv_loop::idle_time_wanted().then_some(m.idle_time_ns);
+        (idle, m.loop_count, m.events, m.events_waiting)
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
