@@ -126,6 +126,18 @@ def _tls_accept_done(loop, protocol, app_transport, waiter):
 _MAX_LIMIT = 2**63
 
 
+def _write_limits(high, low):
+    """asyncio's defaults, rules and message for write buffer limits, for any
+    number it takes (floats, inf, ints of any size): (high, low)."""
+    if high is None:
+        high = 64 * 1024 if low is None else 4 * low
+    if low is None:
+        low = high // 4
+    if not high >= low >= 0:
+        raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+    return high, low
+
+
 def _byte_limit(value):
     """A write buffer limit as a whole number of bytes, at most 2**63."""
     if value >= _MAX_LIMIT:
@@ -176,14 +188,8 @@ class _CoreWriting:
         return limits if limits is not None else self._core.get_write_buffer_limits()
 
     def set_write_buffer_limits(self, high=None, low=None):
-        # asyncio's rules and message, for any number it takes (floats, inf,
-        # ints of any size); get_write_buffer_limits() returns them as given.
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        # get_write_buffer_limits() returns them as given.
+        high, low = _write_limits(high, low)
         # Buffer sizes are whole bytes: size > high is size > floor(high),
         # size <= low is size <= floor(low).
         self._core._set_write_buffer_limits(_byte_limit(high), _byte_limit(low))

@@ -18,7 +18,7 @@ import warnings
 from asyncio import constants, futures, transports, trsock
 from asyncio.log import logger
 
-from ._tcp import _check_ssl_socket, _set_reuseport, _transport_ready
+from ._tcp import _check_ssl_socket, _set_reuseport, _transport_ready, _write_limits
 from ._unix import remove_stale_unix_socket
 
 _PY311 = sys.version_info >= (3, 11)
@@ -188,12 +188,7 @@ class DatagramTransport(transports.DatagramTransport):
         return (self._low, self._high)
 
     def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        high, low = _write_limits(high, low)
         self._high = high
         self._low = low
         self._maybe_pause_protocol()
