@@ -212,15 +212,6 @@ impl State {
         o.list.push(owner);
     }
 
-    /// A handle outliving `close()` (a transport nobody closed) was just
-    /// closed: finish its close now and give libuv's fds back if it was the
-    /// last one. Nothing else would, as the loop never runs again.
-    pub(crate) fn handle_released_after_close(&self) {
-        if self.closed() {
-            self.uv.close();
-        }
-    }
-
     pub(crate) fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

@@ -40,14 +40,9 @@ impl HandleOwner for Shared {
 }
 
 impl Shared {
-    /// Stop listening and close the socket. After the loop's `close()`, also
-    /// finish closing the handle at once: the loop never runs again to do it.
+    /// Stop listening and close the socket.
     fn drop_listener(&self) {
-        let l = self.listener.lock().take();
-        if l.is_some() {
-            drop(l);
-            self.st.handle_released_after_close();
-        }
+        drop(self.listener.lock().take());
     }
 
     fn report(&self, py: Python<'_>, e: PyErr) {
@@ -248,9 +243,10 @@ pub struct TcpListener {
     sh: Arc<Shared>,
 }
 
-/// Only reachable while listening once the loop is closed (see
-/// `__traverse__`): the server was never closed and nothing refers to it, so
-/// its socket is closed here, as asyncio's would be by the collector.
+/// The last reference to a listener still listening is gone (a server nobody
+/// closed): its socket is closed here, as asyncio's would be by the
+/// collector. After the loop's `close()` there is nothing left to do: that
+/// released the handle already (`HandleOwner`).
 impl Drop for TcpListener {
     fn drop(&mut self) {
         self.sh.drop_listener();
@@ -318,8 +314,8 @@ impl TcpListener {
 
     /// While listening, the libuv handle owns the callbacks (and so the
     /// server): nothing is reported, so an unreferenced server keeps serving.
-    /// Once the loop is closed it serves no more: an unreferenced server is
-    /// then collected, and its socket closed (see `Drop`).
+    /// Once the handle is gone (closed, or released by the loop's `close()`)
+    /// an unreferenced server is collected.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         let listening = self
             .sh
@@ -327,7 +323,7 @@ impl TcpListener {
             .try_lock()
             .map(|l| l.is_some())
             .unwrap_or(true);
-        if listening && !self.sh.st.closed() {
+        if listening {
             return Ok(());
         }
         visit.call(&self.sh.loop_)?;

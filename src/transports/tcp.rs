@@ -242,15 +242,6 @@ impl HandleOwner for Shared {
 }
 
 impl Shared {
-    /// Close the stream's handle (if any). After the loop's `close()`, also
-    /// finish that close at once: the loop never runs again to do it.
-    fn drop_stream(&self, stream: Option<uv::AnyStream>) {
-        if stream.is_some() {
-            drop(stream);
-            self.st.handle_released_after_close();
-        }
-    }
-
     fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.inner.lock().context.as_ref().map(|c| c.clone_ref(py))
     }
@@ -472,7 +463,7 @@ impl Shared {
         wake_waiters(py, waiters, false);
         // Closing the handle cancels pending writes (their callbacks see
         // ECANCELED) and stops reading.
-        self.drop_stream(tcp);
+        drop(tcp);
         if first {
             self.schedule_connection_lost(py, exc.map(|e| e.into_value(py).into_any()))?;
         }
@@ -485,7 +476,7 @@ impl Shared {
             // Never attached to a wrapper (e.g. the protocol factory failed):
             // nobody to tell; just let the socket go.
             let tcp = self.inner.lock().tcp.take();
-            self.drop_stream(tcp);
+            drop(tcp);
             return Ok(());
         }
         // In the transport's context, as uvloop does (asyncio uses whatever
@@ -668,16 +659,15 @@ pub struct TcpTransportCore {
     sh: Arc<Shared>,
 }
 
-/// The core can only be dropped with its handle still open once its loop is
-/// closed (until then the open handle keeps it out of the collector's reach,
-/// see `__traverse__`): the connection was never closed and nothing refers to
-/// it any more, so its handle is closed here, as asyncio's transport closes
-/// its socket when collected. The handle's payload refers to `Shared`, so
-/// without this neither would ever be freed.
+/// A core whose handle is still open is normally out of reach of the
+/// collector (the open handle refers to it, see `__traverse__`), and the
+/// loop's `close()` releases every handle (`HandleOwner`). This is the net
+/// for a core dropped before any transport wrapped it (a failed set-up): its
+/// handle is closed here, as asyncio's socket is when collected.
 impl Drop for TcpTransportCore {
     fn drop(&mut self) {
         let stream = self.sh.inner.try_lock().and_then(|mut g| g.tcp.take());
-        self.sh.drop_stream(stream);
+        drop(stream);
     }
 }
 
@@ -1074,20 +1064,20 @@ impl TcpTransportCore {
                 g.context.take(),
             )
         };
-        self.sh.drop_stream(tcp);
+        drop(tcp);
         drop((p, t, c));
     }
 
     /// While the socket is open, the libuv handle owns the protocol and the
     /// wrapper (like asyncio's selector owning its transports): they are not
     /// reported, so the collector never takes a live connection for garbage.
-    /// Once the handle is gone, or its loop is closed (nothing can reach the
-    /// connection through the loop then, as asyncio's closed selector holds
-    /// none), they belong to this object alone: an unreferenced connection is
-    /// collected, its socket and handle closed.
+    /// Once the handle is gone (closed by the transport, or released by the
+    /// loop's `close()`: nothing reaches the connection through the loop
+    /// then, as asyncio's closed selector holds none), they belong to this
+    /// object alone: an unreferenced connection is collected.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(g) = self.sh.inner.try_lock() {
-            if g.tcp.is_some() && !self.sh.st.closed() {
+            if g.tcp.is_some() {
                 return Ok(());
             }
             visit.call(&self.sh.loop_)?;
