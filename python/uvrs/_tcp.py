@@ -544,50 +544,42 @@ def _unlink_if_same(path, ino):
         logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
 
 
-def _ip_literal_info(host, port, family, type_, proto):
-    """getaddrinfo's answer for a numeric host, without a thread hop (or None)."""
-    if host is None or not isinstance(host, (str, bytes)):
+def _ip_literal_info(host, port, family, type_, proto, flowinfo=0, scopeid=0):
+    """getaddrinfo's answer for a numeric host, without a thread hop (or None).
+
+    Follows asyncio's fast path rule for rule (what it normalises, what it
+    lets through to the resolver, what it raises), so both loops give the
+    same answer for the same odd input."""
+    if host is None or proto not in (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP):
         return None
+    if type_ == socket.SOCK_STREAM:
+        proto = socket.IPPROTO_TCP
+    elif type_ == socket.SOCK_DGRAM:
+        proto = socket.IPPROTO_UDP
+    else:
+        return None
+    if port is None or (isinstance(port, (str, bytes)) and not port):
+        port = 0
+    else:
+        try:
+            port = int(port)  # OverflowError (a port of inf) goes to the caller
+        except (TypeError, ValueError):
+            return None  # a service name: the resolver's job
+    if family == socket.AF_UNSPEC:
+        families = [socket.AF_INET, socket.AF_INET6] if _HAS_IPV6 else [socket.AF_INET]
+    else:
+        families = [family]
     if isinstance(host, bytes):
         host = host.decode("idna")
-    if port is None:
-        port = 0
-    elif isinstance(port, bytes):
-        if port == b"":
-            port = 0
-        else:
-            try:
-                port = int(port)
-            except ValueError:
-                return None
-    elif isinstance(port, str):
-        if port == "":
-            port = 0
-        else:
-            try:
-                port = int(port)
-            except ValueError:
-                return None
-    elif not isinstance(port, int):
-        return None
-    if type_ not in (socket.SOCK_STREAM, socket.SOCK_DGRAM) or proto not in (
-        0,
-        socket.IPPROTO_TCP,
-        socket.IPPROTO_UDP,
-    ):
-        return None
-    families = [family] if family != socket.AF_UNSPEC else [socket.AF_INET]
-    if _HAS_IPV6 and family == socket.AF_UNSPEC:
-        families.append(socket.AF_INET6)
     if "%" in host:
         return None  # scope ids need the resolver
     for af in families:
         try:
             socket.inet_pton(af, host)
-        except (OSError, ValueError):
+        except OSError:
             continue
-        if af == socket.AF_INET6:
-            return af, type_, proto, "", (host, port, 0, 0)
+        if _HAS_IPV6 and af == socket.AF_INET6:
+            return af, type_, proto, "", (host, port, flowinfo, scopeid)
         return af, type_, proto, "", (host, port)
     return None
 
@@ -675,6 +667,9 @@ class TcpMixin:
     async def sock_recv(self, sock, n):
         """Receive up to *n* bytes from the non-blocking socket *sock*."""
         self._check_sock(sock)
+        # asyncio calls sock.recv(n): an object without recv() fails here,
+        # before n is looked at.
+        sock.recv  # noqa: B018
         fut = self.create_future()
         # Native: read now, or complete fut from the poll callback.
         data = self._sock_recv(sock, n, fut)
@@ -705,8 +700,9 @@ class TcpMixin:
         """Connect the non-blocking socket *sock* to *address*."""
         self._check_sock(sock)
         if sock.family == socket.AF_INET or (_HAS_IPV6 and sock.family == socket.AF_INET6):
+            host, port = address[:2]
             infos = await self._resolve(
-                address[0], address[1], sock.family, sock.type, sock.proto
+                host, port, sock.family, sock.type, sock.proto, 0, address[2:]
             )
             if not infos:
                 raise OSError("getaddrinfo() returned empty list")
@@ -867,8 +863,10 @@ class TcpMixin:
         finally:
             core._set_sendfile_active(False)
 
-    async def _resolve(self, host, port, family=0, type_=socket.SOCK_STREAM, proto=0, flags=0):
-        info = _ip_literal_info(host, port, family, type_, proto)
+    async def _resolve(
+        self, host, port, family=0, type_=socket.SOCK_STREAM, proto=0, flags=0, extra=()
+    ):
+        info = _ip_literal_info(host, port, family, type_, proto, *extra)
         if info is not None:
             return [info]
         return await self.getaddrinfo(
@@ -994,8 +992,9 @@ class TcpMixin:
                 raise OSError("getaddrinfo() returned empty list")
             laddr_infos = None
             if local_addr is not None:
+                lhost, lport = local_addr[:2]
                 laddr_infos = await self._resolve(
-                    *local_addr, family, socket.SOCK_STREAM, proto, flags
+                    lhost, lport, family, socket.SOCK_STREAM, proto, flags, local_addr[2:]
                 )
                 if not laddr_infos:
                     raise OSError("getaddrinfo() returned empty list")

@@ -925,6 +925,17 @@ impl TcpTransportCore {
                     item.get_type().name()?.to_string()
                 )));
             }
+            // write() refuses a strided view (m[::2]); find it before the
+            // items ahead of it are sent.
+            if item.is_instance_of::<PyMemoryView>()
+                && !item
+                    .getattr(pyo3::intern!(py, "c_contiguous"))?
+                    .is_truthy()?
+            {
+                return Err(pyo3::exceptions::PyBufferError::new_err(
+                    "memoryview: underlying buffer is not C-contiguous",
+                ));
+            }
         }
         for item in &items {
             self.write(py, item)?;
