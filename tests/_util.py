@@ -18,10 +18,14 @@ def run_child(flavor, code, *, env=None, args=(), timeout=15, stdin=None,
     """Run `code` in a fresh interpreter (sys.executable).
 
     The code sees `new_event_loop`, `run` and `IMPL` already defined for the
-    flavor under test.
+    flavor under test. Ctrl-C raises KeyboardInterrupt in it even when the
+    test run itself was started as a background job (which ignores SIGINT,
+    and a child interpreter inherits that).
     """
     prelude = textwrap.dedent(f"""\
-        import asyncio, sys
+        import asyncio, signal, sys
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         IMPL = {flavor.name!r}
         if IMPL == "uvrs":
             import uvrs

@@ -228,6 +228,9 @@ class TCPTransport(_CoreTransport, _CoreReading, _CoreWriting, asyncio.Transport
         self._core.write(data)
 
     def writelines(self, list_of_data):
+        if _PY312 and not list_of_data:
+            # 3.12+ take any false argument (None included) as nothing to write.
+            list_of_data = ()
         self._core.writelines(list_of_data)
 
     def set_protocol(self, protocol):
