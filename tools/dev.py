@@ -7,6 +7,7 @@
     python3 tools/dev.py lint                            cargo fmt --check, clippy, ruff
     python3 tools/dev.py asan    [PYTEST ARGS...]        AddressSanitizer build + the uvrs tests
     python3 tools/dev.py valgrind [TEST FILES...]        memcheck on the uvrs half of some tests
+    python3 tools/dev.py package                         sdist + wheel, tested in fresh venvs
 
 Every command works for the interpreter that runs this script, or for the one
 given with `--python PATH`. Each interpreter gets its own virtual environment,
@@ -395,7 +396,9 @@ def cmd_asan(args, rest) -> int:
 
     Rust code is instrumented by `-Zsanitizer=address` (nightly), libuv's C
     by `-fsanitize=address`; CPython is not instrumented, so ASan's runtime is
-    preloaded. Leak detection is off: CPython keeps memory until exit.
+    preloaded. Leak detection is off: CPython keeps memory until exit. An
+    impossible allocation gives NULL (MemoryError), not an abort: the fuzz
+    tests ask asyncio's sock_recv() for 2**62 bytes.
     """
     if not sys.platform.startswith("linux"):
         fail("asan: Linux only")
@@ -420,13 +423,73 @@ def cmd_asan(args, rest) -> int:
     shutil.copy(os.path.join(ASAN_DIR, target, "debug", "lib_uvrs.so"),
                 os.path.join(pkg_root, "uvrs", "_uvrs" + suffix))
     test_env = dict(venv.env(), LD_PRELOAD=libasan, PYTHONPATH=pkg_root, UVRS_REQUIRE="1",
-                    ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
+                    ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1")
     pytest_args = rest or ["-q", "-k", "uvrs", "tests"]
     say(f"pytest under AddressSanitizer ({_short(libasan)})")
     probe = [venv.python, "-c", "import uvrs; assert 'asan' in uvrs.__file__, uvrs.__file__"]
     run(probe, env=test_env)
     return run([venv.python, "-m", "pytest", "-p", "no:cacheprovider", "--timeout", "300",
                 *pytest_args], env=test_env, check=False)
+
+
+PACKAGE_DIR = os.path.join(ROOT, "target", "package")
+
+
+def cmd_package(args, rest) -> int:
+    """Build the sdist, then a wheel from it, as a user's machine would: in
+    pip's build isolation, with no LIBCLANG_PATH (the libclang wheel from
+    PyPI is the only libclang). Install each into a fresh venv, away from the
+    checkout, and run the test suite there against the installed package."""
+    if rest:
+        fail(f"unknown arguments: {' '.join(rest)}")
+    shutil.rmtree(PACKAGE_DIR, ignore_errors=True)
+    dist = os.path.join(PACKAGE_DIR, "dist")
+    env = dict(os.environ)
+    for var in ("LIBCLANG_PATH", "BINDGEN_EXTRA_CLANG_ARGS", "VIRTUAL_ENV", "CONDA_PREFIX",
+                "PYO3_PYTHON", "CARGO_TARGET_DIR"):
+        env.pop(var, None)
+    builder = Venv(os.path.join(PACKAGE_DIR, "build-venv"))
+    run([sys.executable, "-m", "venv", builder.path])
+    run([builder.python, "-m", "pip", "install", "-q", "build"], env=env)
+    # No --sdist/--wheel: `build` makes the sdist, then the wheel from it.
+    run([builder.python, "-m", "build", "--outdir", dist, ROOT], env=env)
+    artifacts = sorted(os.listdir(dist))
+    sdists = [a for a in artifacts if a.endswith(".tar.gz")]
+    wheels = [a for a in artifacts if a.endswith(".whl")]
+    if len(sdists) != 1 or len(wheels) != 1:
+        fail(f"expected one sdist and one wheel in {_short(dist)}, found {artifacts}")
+    # The tests run from a copy: no checkout path (python/uvrs) in reach.
+    suite = os.path.join(PACKAGE_DIR, "suite")
+    for name in ("tests", "examples"):
+        shutil.copytree(os.path.join(ROOT, name), os.path.join(suite, name),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(ROOT, "pyproject.toml"), suite)
+    failures = []
+    for kind, artifact in (("wheel", wheels[0]), ("sdist", sdists[0])):
+        venv = Venv(os.path.join(PACKAGE_DIR, f"{kind}-venv"))
+        run([sys.executable, "-m", "venv", venv.path])
+        say(f"{kind}: pip install {artifact} (a fresh venv)")
+        run([venv.python, "-m", "pip", "install", "-q", os.path.join(dist, artifact),
+             *DEV_PACKAGES], env=env)
+        for extra in OPTIONAL_DEV_PACKAGES:
+            run([venv.python, "-m", "pip", "install", "-q", "--only-binary", ":all:", extra],
+                env=env, check=False)
+        test_env = dict(env, UVRS_REQUIRE="1")
+        where = subprocess.run([venv.python, "-c", "import uvrs; print(uvrs.__file__)"],
+                               env=test_env, cwd=suite, capture_output=True, text=True)
+        say(f"{kind}: uvrs imported from {where.stdout.strip() or where.stderr.strip()}")
+        if not where.stdout.startswith(venv.path):
+            failures.append(f"{kind}: uvrs not imported from the venv")
+            continue
+        rc = run([venv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                 env=test_env, cwd=suite, check=False)
+        if rc != 0:
+            failures.append(f"{kind}: pytest (exit {rc})")
+    if failures:
+        print(f"dev.py: package FAILED: {', '.join(failures)}", flush=True)
+        return 1
+    say(f"sdist and wheel both pass: {', '.join(artifacts)} in {_short(dist)}")
+    return 0
 
 
 VALGRIND_FILES = ["tests/test_timers.py", "tests/test_call_soon.py", "tests/test_udp.py"]
@@ -482,6 +545,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "lint": cmd_lint,
     "asan": cmd_asan,
+    "package": cmd_package,
 }
 
 
