@@ -8,6 +8,7 @@
     python3 tools/dev.py asan    [PYTEST ARGS...]        AddressSanitizer build + the uvrs tests
     python3 tools/dev.py valgrind [TEST FILES...]        memcheck on the uvrs half of some tests
     python3 tools/dev.py package                         sdist + wheel, tested in fresh venvs
+    python3 tools/dev.py bench   [KIT ARGS...]           the shared kit, then table + PNG chart
 
 Every command works for the interpreter that runs this script, or for the one
 given with `--python PATH`. Each interpreter gets its own virtual environment,
@@ -365,6 +366,34 @@ def cmd_demo(args, rest) -> int:
     return run([venv.python, demo, "--loadgen", loadgen, *rest], env=venv.env(), check=False)
 
 
+def cmd_bench(args, rest) -> int:
+    """The shared benchmark kit against asyncio, uvloop, rloop and uvrs, then
+    the ratio table and a PNG chart of its results (bench/chart.py).
+
+    Arguments go to the kit's `run` (default: `all --rt 10 --reps 5`, the
+    performance issue's command). Results: bench/results/<date>/bench-<time>.json
+    and .png. The kit is ../shared/bench, or $BENCH_KIT."""
+    kit = os.environ.get("BENCH_KIT") or os.path.join(os.path.dirname(ROOT), "shared", "bench")
+    runner = os.path.join(kit, "run")
+    if not os.path.exists(runner):
+        fail(f"no benchmark kit at {kit} (set BENCH_KIT)")
+    stamp = time.strftime("%Y-%m-%d")
+    out_dir = os.path.join(ROOT, "bench", "results", stamp)
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, time.strftime("bench-%H%M%S.json"))
+    kit_args = rest or ["all", "--rt", "10", "--reps", "5"]
+    rc = run([sys.executable, runner, *kit_args, "--out", out], check=False)
+    if not os.path.exists(out):
+        fail(f"the kit wrote no results (exit {rc})")
+    bench_py = os.path.join(ROOT, ".bench-venv", "bin" if not IS_WINDOWS else "Scripts",
+                            "python" + EXE)
+    probe = subprocess.run([bench_py, "-c", "import matplotlib"], capture_output=True)
+    if probe.returncode != 0:
+        run([bench_py, "-m", "pip", "install", "-q", "matplotlib"])
+    chart = run([bench_py, os.path.join(ROOT, "bench", "chart.py"), out], check=False)
+    return rc or chart
+
+
 def cmd_lint(args, rest) -> int:
     if rest:
         fail(f"unknown arguments: {' '.join(rest)}")
@@ -546,6 +575,7 @@ COMMANDS = {
     "lint": cmd_lint,
     "asan": cmd_asan,
     "package": cmd_package,
+    "bench": cmd_bench,
 }
 
 
