@@ -210,9 +210,17 @@ def create_venv(venv: Venv) -> None:
         )
 
 
-def pip_install(venv: Venv, packages: list[str], *, check: bool = True, extra=()) -> int:
+def pip_install(venv: Venv, packages: list[str], *, check: bool = True, extra=(),
+                env: dict | None = None) -> int:
     cmd = [venv.python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *extra]
-    return run(cmd + packages, check=check)
+    return run(cmd + packages, check=check, env=env)
+
+
+def install_optional(venv: Venv, env: dict | None = None) -> None:
+    """OPTIONAL_DEV_PACKAGES, wheels only, one at a time: a package without a
+    wheel here must not keep out the others."""
+    for pkg in OPTIONAL_DEV_PACKAGES:
+        pip_install(venv, [pkg], check=False, extra=["--only-binary", ":all:"], env=env)
 
 
 def ensure_venv(args) -> Venv:
@@ -236,9 +244,7 @@ def ensure_venv(args) -> Venv:
     wanted = build_requirements() + DEV_PACKAGES
     if stamp.get("packages") != wanted:
         pip_install(venv, wanted, extra=["--upgrade"] if args.refresh else [])
-        # One at a time: a package without a wheel here must not keep out the others.
-        for pkg in OPTIONAL_DEV_PACKAGES:
-            pip_install(venv, [pkg], check=False, extra=["--only-binary", ":all:"])
+        install_optional(venv)
         stamp["packages"] = wanted
         venv.save_stamp(stamp)
 
@@ -385,8 +391,7 @@ def cmd_bench(args, rest) -> int:
     rc = run([sys.executable, runner, *kit_args, "--out", out], check=False)
     if not os.path.exists(out):
         fail(f"the kit wrote no results (exit {rc})")
-    bench_py = os.path.join(ROOT, ".bench-venv", "bin" if not IS_WINDOWS else "Scripts",
-                            "python" + EXE)
+    bench_py = Venv(os.path.join(ROOT, ".bench-venv")).python
     probe = subprocess.run([bench_py, "-c", "import matplotlib"], capture_output=True)
     if probe.returncode != 0:
         run([bench_py, "-m", "pip", "install", "-q", "matplotlib"])
@@ -478,8 +483,8 @@ def cmd_package(args, rest) -> int:
                 "PYO3_PYTHON", "CARGO_TARGET_DIR"):
         env.pop(var, None)
     builder = Venv(os.path.join(PACKAGE_DIR, "build-venv"))
-    run([sys.executable, "-m", "venv", builder.path])
-    run([builder.python, "-m", "pip", "install", "-q", "build"], env=env)
+    create_venv(builder)
+    pip_install(builder, ["build"], env=env)
     # No --sdist/--wheel: `build` makes the sdist, then the wheel from it.
     run([builder.python, "-m", "build", "--outdir", dist, ROOT], env=env)
     artifacts = sorted(os.listdir(dist))
@@ -496,13 +501,10 @@ def cmd_package(args, rest) -> int:
     failures = []
     for kind, artifact in (("wheel", wheels[0]), ("sdist", sdists[0])):
         venv = Venv(os.path.join(PACKAGE_DIR, f"{kind}-venv"))
-        run([sys.executable, "-m", "venv", venv.path])
+        create_venv(venv)
         say(f"{kind}: pip install {artifact} (a fresh venv)")
-        run([venv.python, "-m", "pip", "install", "-q", os.path.join(dist, artifact),
-             *DEV_PACKAGES], env=env)
-        for extra in OPTIONAL_DEV_PACKAGES:
-            run([venv.python, "-m", "pip", "install", "-q", "--only-binary", ":all:", extra],
-                env=env, check=False)
+        pip_install(venv, [os.path.join(dist, artifact), *DEV_PACKAGES], env=env)
+        install_optional(venv, env)
         test_env = dict(env, UVRS_REQUIRE="1")
         where = subprocess.run([venv.python, "-c", "import uvrs; print(uvrs.__file__)"],
                                env=test_env, cwd=suite, capture_output=True, text=True)

@@ -705,7 +705,7 @@ class TcpMixin:
         if sock.family == socket.AF_INET or (_HAS_IPV6 and sock.family == socket.AF_INET6):
             host, port = address[:2]
             infos = await self._resolve(
-                host, port, sock.family, sock.type, sock.proto, 0, address[2:]
+                host, port, sock.family, sock.type, sock.proto, extra=address[2:]
             )
             if not infos:
                 raise OSError("getaddrinfo() returned empty list")
@@ -997,7 +997,7 @@ class TcpMixin:
             if local_addr is not None:
                 lhost, lport = local_addr[:2]
                 laddr_infos = await self._resolve(
-                    lhost, lport, family, socket.SOCK_STREAM, proto, flags, local_addr[2:]
+                    lhost, lport, family, socket.SOCK_STREAM, proto, flags, extra=local_addr[2:]
                 )
                 if not laddr_infos:
                     raise OSError("getaddrinfo() returned empty list")

@@ -678,6 +678,21 @@ impl TcpTransportCore {
     }
 }
 
+/// The buffer of `data` if it is one of the bytes-like types asyncio's
+/// transports accept (TypeError otherwise; BufferError for a strided view).
+fn bytes_like(data: &Bound<'_, PyAny>) -> PyResult<SimpleBuffer> {
+    if !(data.is_instance_of::<PyBytes>()
+        || data.is_instance_of::<PyByteArray>()
+        || data.is_instance_of::<PyMemoryView>())
+    {
+        return Err(PyTypeError::new_err(format!(
+            "data argument must be a bytes-like object, not {:?}",
+            data.get_type().name()?.to_string()
+        )));
+    }
+    SimpleBuffer::get(data)
+}
+
 /// The EIO errno (libuv's codes are -errno on Unix; Windows has no EIO case
 /// for pipes).
 fn libuv_errno_eio() -> i32 {
@@ -864,28 +879,13 @@ impl TcpTransportCore {
     }
 
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.sh.inner.lock().sendfile_active {
-            return Err(PyRuntimeError::new_err(
-                "unable to write; sendfile is in progress",
-            ));
-        }
+        self.check_no_sendfile()?;
         self._write_internal(py, data)
     }
 
     /// `write()` without the sendfile check (the sendfile fallback's own writes).
     fn _write_internal(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let is_bytes = data.is_instance_of::<PyBytes>();
-        if !is_bytes
-            && !data.is_instance_of::<PyByteArray>()
-            && !data.is_instance_of::<PyMemoryView>()
-        {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {:?}",
-                data.get_type().name()?.to_string()
-            )));
-        }
-        let buf = SimpleBuffer::get(data)?;
-        self.write_buffer(py, buf)
+        self.write_buffer(py, bytes_like(data)?)
     }
 
     /// Mark a sendfile as running (write() raises) or done.
@@ -911,34 +911,14 @@ impl TcpTransportCore {
 
     fn writelines(&self, py: Python<'_>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         // As asyncio: every item is checked before anything is written, so a
-        // bad item leaves nothing half sent.
-        let items = list_of_data
+        // bad item (a str, a strided memoryview) leaves nothing half sent.
+        let bufs = list_of_data
             .try_iter()?
-            .collect::<PyResult<Vec<Bound<'_, PyAny>>>>()?;
-        for item in &items {
-            if !(item.is_instance_of::<PyBytes>()
-                || item.is_instance_of::<PyByteArray>()
-                || item.is_instance_of::<PyMemoryView>())
-            {
-                return Err(PyTypeError::new_err(format!(
-                    "data argument must be a bytes-like object, not {:?}",
-                    item.get_type().name()?.to_string()
-                )));
-            }
-            // write() refuses a strided view (m[::2]); find it before the
-            // items ahead of it are sent.
-            if item.is_instance_of::<PyMemoryView>()
-                && !item
-                    .getattr(pyo3::intern!(py, "c_contiguous"))?
-                    .is_truthy()?
-            {
-                return Err(pyo3::exceptions::PyBufferError::new_err(
-                    "memoryview: underlying buffer is not C-contiguous",
-                ));
-            }
-        }
-        for item in &items {
-            self.write(py, item)?;
+            .map(|item| bytes_like(&item?))
+            .collect::<PyResult<Vec<SimpleBuffer>>>()?;
+        for buf in bufs {
+            self.check_no_sendfile()?;
+            self.write_buffer(py, buf)?;
         }
         Ok(())
     }
@@ -1118,6 +1098,16 @@ impl TcpTransportCore {
 }
 
 impl TcpTransportCore {
+    /// asyncio's transports refuse writes while a sendfile runs.
+    fn check_no_sendfile(&self) -> PyResult<()> {
+        if self.sh.inner.lock().sendfile_active {
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
+        }
+        Ok(())
+    }
+
     fn write_buffer(&self, py: Python<'_>, buf: SimpleBuffer) -> PyResult<()> {
         let sh = &self.sh;
         let mut g = sh.inner.lock();
