@@ -973,6 +973,149 @@ def test_close_inside_buffered_protocol_callback(loop, callback, method):
     arun(loop, main())
 
 
+# A BufferedProtocol is read in place: get_buffer() comes before the read,
+# as on asyncio's selector loop (its proactor asks once data is there).
+selector_only = pytest.mark.skipif(
+    not POSIX, reason="asyncio's proactor calls get_buffer() after reading"
+)
+
+
+@selector_only
+def test_pause_reading_inside_get_buffer(loop):
+    class Pauser(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            self.events.append("get_buffer")
+            if len(self.events) == 2:
+                self.transport.pause_reading()
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.events.append("updated")
+            self.data += self.buf[:nbytes]
+
+    async def main():
+        errors = catch_loop_errors(loop)
+        transport, proto, peer, server = await raw_server_pair(loop, lambda: Pauser(loop, 4096))
+        peer.sendall(b"first")
+        while not proto.data:
+            await asyncio.sleep(0.001)
+        # the read under way when it paused is still delivered, then no more
+        assert proto.events == ["made", "get_buffer", "updated"]
+        assert bytes(proto.data) == b"first"
+        assert not transport.is_reading()
+        peer.sendall(b"second")
+        await settle(20)
+        assert proto.events == ["made", "get_buffer", "updated"]
+        transport.resume_reading()
+        while len(proto.data) < 11:
+            await asyncio.sleep(0.001)
+        assert bytes(proto.data) == b"firstsecond"
+        assert proto.events[3:5] == ["get_buffer", "updated"]
+        peer.close()
+        assert await proto.lost is None
+        transport.close()
+        server.close()
+        assert errors == []
+
+    arun(loop, main())
+
+
+@selector_only
+def test_pause_and_resume_inside_get_buffer_keeps_reading(loop):
+    class Flicker(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            self.transport.pause_reading()
+            self.transport.resume_reading()
+            return self.buf
+
+    async def main():
+        errors = catch_loop_errors(loop)
+        transport, proto, peer, server = await raw_server_pair(loop, lambda: Flicker(loop, 1000))
+        data = payload(300_000, seed=3)
+        await loop.run_in_executor(None, peer.sendall, data)
+        while len(proto.data) < len(data):
+            await asyncio.sleep(0.001)
+        assert bytes(proto.data) == data
+        assert transport.is_reading()
+        peer.shutdown(socket.SHUT_WR)
+        assert await proto.lost is None
+        assert proto.events == ["made", "data", "eof", "lost"]
+        peer.close()
+        server.close()
+        assert errors == []
+
+    arun(loop, main())
+
+
+@selector_only
+def test_get_buffer_before_eof(loop):
+    class Asker(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            self.events.append("get_buffer")
+            return self.buf
+
+    async def main():
+        errors = catch_loop_errors(loop)
+        transport, proto, peer, server = await raw_server_pair(loop, lambda: Asker(loop))
+        peer.shutdown(socket.SHUT_WR)
+        assert await proto.lost is None
+        # the read that found EOF asked for a buffer first, as asyncio's does
+        assert proto.events == ["made", "get_buffer", "eof", "lost"]
+        peer.close()
+        server.close()
+        assert errors == []
+
+    arun(loop, main())
+
+
+@selector_only
+@pytest.mark.parametrize("new", ["buffered", "plain"])
+def test_set_protocol_inside_get_buffer(loop, new):
+    # The bytes land in the buffer the old protocol gave; buffer_updated() is
+    # called on the protocol current after get_buffer(), as asyncio does: a
+    # plain protocol has none, which is a fatal error.
+    class Swapper(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            self.events.append("get_buffer")
+            if self.events.count("get_buffer") == 1:
+                self.transport.set_protocol(self.successor)
+            return self.buf
+
+    async def main():
+        errors = catch_loop_errors(loop)
+        successor = BufferedRecorder(loop) if new == "buffered" else RecordingProtocol(loop)
+        def factory():
+            p = Swapper(loop, 64)
+            p.successor = successor
+            return p
+        transport, proto, peer, server = await raw_server_pair(loop, factory)
+        successor.transport = transport
+        peer.sendall(b"abc")
+        if new == "buffered":
+            while not successor.events:
+                await asyncio.sleep(0.001)
+            assert successor.events == ["data"]
+            assert bytes(proto.buf[:3]) == b"abc"
+            peer.sendall(b"def")
+            while len(successor.data) < 6:
+                await asyncio.sleep(0.001)
+            # the next read uses the successor's own buffer (its first
+            # buffer_updated() counted 3 bytes that went to the old one's)
+            assert bytes(successor.data[3:]) == b"def"
+            assert proto.events == ["made", "get_buffer"]
+            transport.close()
+            assert errors == []
+        else:
+            exc = await successor.lost
+            assert type(exc) is AttributeError
+            assert len(errors) == 1 and errors[0]["exception"] is exc
+            assert "buffer_updated" in errors[0]["message"]
+        peer.close()
+        server.close()
+
+    arun(loop, main())
+
+
 @pytest.mark.parametrize("method", CLOSE_METHODS)
 def test_close_inside_datagram_received(loop, method):
     class Closer(DgramRecorder):

@@ -34,7 +34,7 @@ import ssl
 import sys
 from asyncio import sslproto
 
-from ._uvrs import _run_in_context
+from ._uvrs import _run_in_context, _ssl_read_all
 
 if sys.version_info >= (3, 11):  # 3.10 uses asyncio's own SSLProtocol
     _State = sslproto.SSLProtocolState
@@ -91,8 +91,26 @@ if sys.version_info >= (3, 11):  # 3.10 uses asyncio's own SSLProtocol
         def _control_app_writing(self):
             # pause_writing()/resume_writing() of the app protocol run in the
             # connection's context, also when a write() from elsewhere (or a
-            # set_write_buffer_limits()) crosses the mark.
-            _run_in_context(self._loop._context, super()._control_app_writing)
+            # set_write_buffer_limits()) crosses the mark. (The test is
+            # asyncio's; the context is only entered when a call is due.)
+            size = self._get_write_buffer_size()
+            if self._app_writing_paused:
+                due = size <= self._outgoing_low_water
+            else:
+                due = size >= self._outgoing_high_water
+            if due:
+                _run_in_context(self._loop._context, super()._control_app_writing)
+
+        def _do_read__copied(self):
+            # asyncio's loop, natively: the records are decrypted into one
+            # bytes object (no join), without the read that only raises
+            # SSLWantReadError; an empty read is the peer's close_notify.
+            data, eof = _ssl_read_all(self._sslobj, self._incoming, _AgainErrors)
+            if data is not None:
+                self._app_protocol.data_received(data)
+            if eof:
+                self._call_eof_received()
+                self._start_shutdown()
 
         def _start_shutdown(self):
             self._uvrs_closing = True

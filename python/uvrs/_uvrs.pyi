@@ -1,6 +1,7 @@
 """Native core of uvrs (Rust, PyO3, libuv). See docs/architecture.md."""
 
 import asyncio
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
@@ -19,6 +20,7 @@ __all__ = [
     "_live_counts",
     "_run_in_context",
     "_set_handle_types",
+    "_ssl_read_all",
     "BUILD_PROFILE",
     "FREE_THREADED_BUILD",
     "LIBUV_VERSION",
@@ -33,6 +35,11 @@ __version__: str
 def _cancel_handle(handle: object) -> None: ...
 def _live_counts() -> dict[str, int]: ...
 def _run_in_context(ctx: Context, func: Callable[..., _T], *args: Any) -> _T: ...
+def _ssl_read_all(
+    sslobj: ssl.SSLObject,
+    incoming: ssl.MemoryBIO,
+    again_errors: tuple[type[BaseException], ...],
+) -> tuple[bytes | None, bool]: ...
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")

@@ -360,7 +360,29 @@ pub fn bytes_memory(py: Python<'_>, obj: &Py<PyBytes>) -> (*mut u8, usize) {
     }
 }
 
-/// Shrink a bytes object nobody else refers to down to its first `n` bytes.
+/// A writable memoryview of `len` bytes at `ptr`, with no exporter: the
+/// caller keeps the memory alive and unmoved while the view may be used.
+///
+/// # Safety
+/// `ptr..ptr+len` must be writable memory that outlives every use of the view.
+pub unsafe fn memoryview_over<'py>(
+    py: Python<'py>,
+    ptr: *mut u8,
+    len: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: GIL held (py); the memory is valid per this function's contract.
+    unsafe {
+        let p = ffi::PyMemoryView_FromMemory(
+            ptr as *mut std::os::raw::c_char,
+            len as ffi::Py_ssize_t,
+            ffi::PyBUF_WRITE,
+        );
+        Bound::from_owned_ptr_or_err(py, p)
+    }
+}
+
+/// Resize a bytes object nobody else refers to to `n` bytes (its first `n`
+/// bytes kept when it shrinks; new ones uninitialised when it grows).
 pub fn shrink_bytes(py: Python<'_>, obj: Py<PyBytes>, n: usize) -> PyResult<Py<PyAny>> {
     let mut p = obj.into_ptr();
     // SAFETY: GIL held. The caller guarantees p is the only reference to a

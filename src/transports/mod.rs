@@ -4,3 +4,4 @@
 pub mod errors;
 pub mod server;
 pub mod tcp;
+pub mod tls;

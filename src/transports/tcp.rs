@@ -79,6 +79,36 @@ struct Inner {
     sendfile_active: bool,
     /// Futures waiting for every queued write to be done (sendfile).
     drain_waiters: Vec<Py<PyAny>>,
+    /// libuv is between `alloc_cb` and `read_cb`, and a BufferedProtocol's
+    /// `get_buffer()` ran in between: the stream must not be stopped or
+    /// closed now (libuv would call a NULL read callback, or read fd -1), so
+    /// those wait in `stop_after_read`/`parked` until the read is reported.
+    in_alloc: bool,
+    stop_after_read: bool,
+    /// The handle closed while `in_alloc`; closed once the read is reported.
+    parked: Option<uv::AnyStream>,
+}
+
+impl Inner {
+    /// Take the handle out to close it. Inside `get_buffer()` the handle is
+    /// parked instead (closed by `Shared::end_alloc`), and None is returned.
+    fn take_stream(&mut self) -> Option<uv::AnyStream> {
+        let stream = self.tcp.take();
+        if self.in_alloc && stream.is_some() {
+            self.parked = stream;
+            return None;
+        }
+        stream
+    }
+
+    /// `uv_read_stop`, or, inside `get_buffer()`, once the read is reported.
+    fn read_stop(&mut self) {
+        if self.in_alloc {
+            self.stop_after_read = true;
+        } else if let Some(t) = self.tcp.as_ref() {
+            t.read_stop();
+        }
+    }
 }
 
 /// State shared by the Python-facing core and the libuv read handler.
@@ -104,11 +134,13 @@ thread_local! {
 
 /// The libuv-side handler for a stream's reads.
 ///
-/// No Python code runs in `alloc`: libuv calls `read_cb` right after
-/// `alloc_cb` returns, and a protocol that paused or closed the transport from
-/// inside `get_buffer()` would have cleared it (a NULL call in libuv). So a
-/// BufferedProtocol's `get_buffer()`/`buffer_updated()` are called from
-/// `on_read`, with the bytes copied from this buffer.
+/// A BufferedProtocol is read in place, as asyncio's selector transport
+/// does: `alloc` calls `get_buffer(-1)` and libuv reads into that buffer,
+/// then `on_read` calls `buffer_updated(n)`. libuv calls `read_cb` right
+/// after `alloc_cb` returns without checking that the stream still reads, so
+/// a pause or close from inside `get_buffer()` is deferred until `on_read`
+/// (`Inner::in_alloc`). Plain protocols read into `READ_BUF` (or a fresh
+/// `bytes` for large reads) and get an exact-size `bytes`.
 ///
 /// It holds the shared state strongly: while the libuv handle is open the
 /// connection is alive whoever else forgets it (as asyncio's selector keeps
@@ -121,6 +153,12 @@ struct Reader {
     fresh: Option<Py<PyBytes>>,
     /// Size of the last read, which picks the next buffer.
     last: usize,
+    /// The BufferedProtocol's buffer libuv reads into, between `alloc` and
+    /// the read callback.
+    app_buf: Option<SimpleBuffer>,
+    /// `get_buffer()` failed in `alloc` (already reported): the read
+    /// callback's ENOBUFS that follows is not an error of its own.
+    alloc_failed: bool,
 }
 
 impl Reader {
@@ -149,8 +187,93 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// `get_buffer(-1)` of a BufferedProtocol, for libuv to read into; None
+    /// when the protocol is not buffered (or there is none any more).
+    /// Err(()): get_buffer() failed (reported): no read this time.
+    fn app_buffer(&mut self) -> Option<Result<(*mut u8, usize), ()>> {
+        let sh = self.sh.clone();
+        if sh.st.closed() {
+            return None;
+        }
+        sh.st.ensure_gil();
+        // SAFETY: the GIL is held (ensure_gil above).
+        let py = unsafe { Python::assume_attached() };
+        let proto = {
+            let mut g = sh.inner.lock();
+            if !g.buffered || g.conn_lost > 0 {
+                return None;
+            }
+            let proto = g.protocol.as_ref()?.clone_ref(py);
+            g.in_alloc = true;
+            proto
+        };
+        let ctx = sh.context(py);
+        let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
+        match get_buffer(proto.bind(py)) {
+            Ok(buf) => {
+                let (ptr, len) = (buf.as_slice().as_ptr() as *mut u8, buf.as_slice().len());
+                self.app_buf = Some(buf);
+                Some(Ok((ptr, len)))
+            }
+            Err(e) => {
+                sh.protocol_error(py, e, "Fatal error: protocol.get_buffer() call failed.");
+                self.alloc_failed = true;
+                Some(Err(()))
+            }
+        }
+    }
+
+    /// The read that followed `alloc` is reported: apply what was deferred
+    /// while libuv was between its callbacks. Returns the buffer read into,
+    /// if it was the protocol's.
+    fn end_alloc(&mut self) -> Option<SimpleBuffer> {
+        if self.app_buf.is_none() && !self.alloc_failed {
+            return None;
+        }
+        self.sh.st.ensure_gil();
+        let (parked, stop) = {
+            let mut g = self.sh.inner.lock();
+            g.in_alloc = false;
+            (g.parked.take(), std::mem::take(&mut g.stop_after_read))
+        };
+        if parked.is_some() {
+            drop(parked);
+        } else if stop {
+            self.sh.stop_reading();
+        }
+        self.app_buf.take()
+    }
+}
+
+/// `protocol.get_buffer(-1)`, checked to be a non-empty writable buffer.
+fn get_buffer(proto: &Bound<'_, PyAny>) -> PyResult<SimpleBuffer> {
+    let b = proto.call_method1(pyo3::intern!(proto.py(), "get_buffer"), (-1,))?;
+    let buf = SimpleBuffer::get(&b)?;
+    if buf.as_slice().is_empty() {
+        return Err(PyRuntimeError::new_err(
+            "get_buffer() returned an empty buffer",
+        ));
+    }
+    if buf.readonly() {
+        return Err(PyTypeError::new_err(
+            "get_buffer() returned a read-only buffer",
+        ));
+    }
+    Ok(buf)
+}
+
 impl StreamHandler for Reader {
     fn alloc(&mut self, _suggested: usize) -> &mut [u8] {
+        match self.app_buffer() {
+            // SAFETY: the protocol's writable buffer (checked), held by
+            // self.app_buf until the read callback: libuv fills it and reports
+            // at once, and no Python code runs in between.
+            Some(Ok((ptr, len))) => return unsafe { std::slice::from_raw_parts_mut(ptr, len) },
+            // Empty: libuv reports UV_ENOBUFS and reads nothing.
+            Some(Err(())) => return &mut [],
+            None => {}
+        }
         if self.last >= LARGE_READ {
             let size = (self.last * 2).min(FRESH_MAX);
             if let Some((ptr, len)) = self.fresh_bytes(size) {
@@ -178,6 +301,10 @@ impl StreamHandler for Reader {
     }
 
     fn on_nothing_read(&mut self) {
+        // As asyncio: get_buffer() was called, recv_into() would block, and
+        // buffer_updated() is not called.
+        drop(self.end_alloc());
+        self.alloc_failed = false;
         // An idle connection keeps no 120 KiB bytes object around.
         if self.fresh.is_some() {
             self.sh.st.ensure_gil();
@@ -187,6 +314,29 @@ impl StreamHandler for Reader {
 
     fn on_read(&mut self, result: Result<&[u8], UvError>) {
         let sh = self.sh.clone();
+        let app_buf = self.end_alloc();
+        let failed = std::mem::take(&mut self.alloc_failed);
+        if failed {
+            // get_buffer() failed in alloc (reported there); this is libuv's
+            // UV_ENOBUFS for the empty buffer.
+            return;
+        }
+        if let (Some(_), Ok(data)) = (app_buf.as_ref(), result.as_ref()) {
+            // Read in place into the protocol's buffer. As asyncio, this goes
+            // to whichever protocol is current (get_buffer() may have swapped
+            // it), after the buffer is released (as recv_into() releases it:
+            // the protocol may resize its bytearray in buffer_updated()).
+            let n = data.len();
+            drop(app_buf);
+            sh.st.ensure_gil();
+            // SAFETY: the GIL is held (ensure_gil above).
+            let py = unsafe { Python::assume_attached() };
+            let ctx = sh.context(py);
+            let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
+            sh.buffer_updated(py, n);
+            return;
+        }
+        drop(app_buf);
         if sh.st.closed() {
             // Data that arrives while close() drains libuv: asyncio's closed
             // selector would never report it either.
@@ -236,7 +386,7 @@ impl StreamHandler for Reader {
 
 impl HandleOwner for Shared {
     fn release_handle(&self) {
-        let stream = self.inner.lock().tcp.take();
+        let stream = self.inner.lock().take_stream();
         drop(stream);
     }
 }
@@ -270,24 +420,7 @@ impl Shared {
             if self.inner.lock().conn_lost > 0 {
                 return;
             }
-            let res = proto
-                .bind(py)
-                .call_method1(pyo3::intern!(py, "get_buffer"), (-1,))
-                .and_then(|b| {
-                    let buf = SimpleBuffer::get(&b)?;
-                    if buf.as_slice().is_empty() {
-                        return Err(PyRuntimeError::new_err(
-                            "get_buffer() returned an empty buffer",
-                        ));
-                    }
-                    if buf.readonly() {
-                        return Err(PyTypeError::new_err(
-                            "get_buffer() returned a read-only buffer",
-                        ));
-                    }
-                    Ok(buf)
-                });
-            let buf = match res {
+            let buf = match get_buffer(proto.bind(py)) {
                 Ok(b) => b,
                 Err(e) => {
                     self.protocol_error(py, e, "Fatal error: protocol.get_buffer() call failed.");
@@ -397,9 +530,7 @@ impl Shared {
     }
 
     fn stop_reading(&self) {
-        if let Some(t) = self.inner.lock().tcp.as_ref() {
-            t.read_stop();
-        }
+        self.inner.lock().read_stop();
     }
 
     /// asyncio's `_fatal_error`: report (OSErrors only in debug mode), then
@@ -458,7 +589,7 @@ impl Shared {
             }
             g.closing = true;
             g.conn_lost += 1;
-            (g.tcp.take(), true, std::mem::take(&mut g.drain_waiters))
+            (g.take_stream(), true, std::mem::take(&mut g.drain_waiters))
         };
         wake_waiters(py, waiters, false);
         // Closing the handle cancels pending writes (their callbacks see
@@ -475,7 +606,7 @@ impl Shared {
         if t.is_none(py) {
             // Never attached to a wrapper (e.g. the protocol factory failed):
             // nobody to tell; just let the socket go.
-            let tcp = self.inner.lock().tcp.take();
+            let tcp = self.inner.lock().take_stream();
             drop(tcp);
             return Ok(());
         }
@@ -502,9 +633,7 @@ impl Shared {
                 return Ok(());
             }
             g.closing = true;
-            if let Some(t) = g.tcp.as_ref() {
-                t.read_stop();
-            }
+            g.read_stop();
             if g.pending_writes == 0 {
                 g.conn_lost += 1;
                 true
@@ -666,7 +795,7 @@ pub struct TcpTransportCore {
 /// handle is closed here, as asyncio's socket is when collected.
 impl Drop for TcpTransportCore {
     fn drop(&mut self) {
-        let stream = self.sh.inner.try_lock().and_then(|mut g| g.tcp.take());
+        let stream = self.sh.inner.try_lock().and_then(|mut g| g.take_stream());
         drop(stream);
     }
 }
@@ -723,6 +852,9 @@ fn new_shared(loop_: &Bound<'_, LoopCore>, kind: Kind) -> (Arc<Shared>, uv::stre
             pending_writes: 0,
             sendfile_active: false,
             drain_waiters: Vec::new(),
+            in_alloc: false,
+            stop_after_read: false,
+            parked: None,
         }),
     });
     let owner: Arc<dyn HandleOwner> = sh.clone();
@@ -731,6 +863,8 @@ fn new_shared(loop_: &Bound<'_, LoopCore>, kind: Kind) -> (Arc<Shared>, uv::stre
         sh: sh.clone(),
         fresh: None,
         last: 0,
+        app_buf: None,
+        alloc_failed: false,
     };
     (sh, Box::new(reader))
 }
@@ -971,9 +1105,7 @@ impl TcpTransportCore {
             return;
         }
         g.paused = true;
-        if let Some(t) = g.tcp.as_ref() {
-            t.read_stop();
-        }
+        g.read_stop();
     }
 
     fn resume_reading(&self, py: Python<'_>) -> PyResult<()> {
@@ -982,7 +1114,10 @@ impl TcpTransportCore {
             return Ok(());
         }
         g.paused = false;
-        if let Some(t) = g.tcp.as_ref() {
+        if g.in_alloc && g.stop_after_read {
+            // Paused and resumed inside get_buffer(): libuv never stopped.
+            g.stop_after_read = false;
+        } else if let Some(t) = g.tcp.as_ref() {
             t.read_start().map_err(|e| os_error(py, e))?;
         }
         Ok(())
@@ -1049,7 +1184,7 @@ impl TcpTransportCore {
         let (tcp, p, t, c) = {
             let mut g = self.sh.inner.lock();
             (
-                g.tcp.take(),
+                g.take_stream(),
                 g.protocol.take(),
                 g.transport.take(),
                 g.context.take(),
