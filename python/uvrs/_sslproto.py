@@ -24,6 +24,10 @@ listed in docs/compatibility.md and covered by uvloop's own TLS tests:
   connection, where asyncio waits for a ``resume_reading()`` that may never
   come (the connection then hangs with no shutdown timeout armed).
 
+For speed, the per-record read loop (``_do_read__copied``) is native: the
+records readable now are decrypted into one ``bytes`` by ``_ssl_read_all``
+(src/transports/tls.rs), with asyncio's semantics.
+
 Python 3.10 keeps asyncio 3.10's older ``SSLProtocol`` unchanged.
 """
 
