@@ -383,7 +383,7 @@ pub unsafe fn memoryview_over<'py>(
 
 /// Resize a bytes object nobody else refers to to `n` bytes (its first `n`
 /// bytes kept when it shrinks; new ones uninitialised when it grows).
-pub fn shrink_bytes(py: Python<'_>, obj: Py<PyBytes>, n: usize) -> PyResult<Py<PyAny>> {
+pub fn resize_bytes(py: Python<'_>, obj: Py<PyBytes>, n: usize) -> PyResult<Py<PyAny>> {
     let mut p = obj.into_ptr();
     // SAFETY: GIL held. The caller guarantees p is the only reference to a
     // bytes object (refcount 1, never shared), as _PyBytes_Resize requires;

@@ -91,7 +91,7 @@ struct Inner {
 
 impl Inner {
     /// Take the handle out to close it. Inside `get_buffer()` the handle is
-    /// parked instead (closed by `Shared::end_alloc`), and None is returned.
+    /// parked instead (closed by `Reader::end_alloc`), and None is returned.
     fn take_stream(&mut self) -> Option<uv::AnyStream> {
         let stream = self.tcp.take();
         if self.in_alloc && stream.is_some() {
@@ -183,11 +183,9 @@ impl Reader {
         }
         // Only this reader ever referred to it: shrinking in place is safe.
         let obj = self.fresh.take()?;
-        Some(capi::shrink_bytes(py, obj, data.len()))
+        Some(capi::resize_bytes(py, obj, data.len()))
     }
-}
 
-impl Reader {
     /// `get_buffer(-1)` of a BufferedProtocol, for libuv to read into; None
     /// when the protocol is not buffered (or there is none any more).
     /// Err(()): get_buffer() failed (reported): no read this time.
@@ -314,29 +312,15 @@ impl StreamHandler for Reader {
 
     fn on_read(&mut self, result: Result<&[u8], UvError>) {
         let sh = self.sh.clone();
-        let app_buf = self.end_alloc();
-        let failed = std::mem::take(&mut self.alloc_failed);
-        if failed {
+        let in_place = self.end_alloc().is_some();
+        if std::mem::take(&mut self.alloc_failed) {
             // get_buffer() failed in alloc (reported there); this is libuv's
             // UV_ENOBUFS for the empty buffer.
             return;
         }
-        if let (Some(_), Ok(data)) = (app_buf.as_ref(), result.as_ref()) {
-            // Read in place into the protocol's buffer. As asyncio, this goes
-            // to whichever protocol is current (get_buffer() may have swapped
-            // it), after the buffer is released (as recv_into() releases it:
-            // the protocol may resize its bytearray in buffer_updated()).
-            let n = data.len();
-            drop(app_buf);
-            sh.st.ensure_gil();
-            // SAFETY: the GIL is held (ensure_gil above).
-            let py = unsafe { Python::assume_attached() };
-            let ctx = sh.context(py);
-            let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
-            sh.buffer_updated(py, n);
-            return;
-        }
-        drop(app_buf);
+        // A buffer read in place is released above, before the protocol
+        // hears of the read (as recv_into() releases it): buffer_updated()
+        // may resize its bytearray.
         if sh.st.closed() {
             // Data that arrives while close() drains libuv: asyncio's closed
             // selector would never report it either.
@@ -349,6 +333,9 @@ impl StreamHandler for Reader {
         let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
         let buffered = sh.inner.lock().buffered;
         match result {
+            // Read in place: as asyncio, buffer_updated() goes to whichever
+            // protocol is current (get_buffer() may have swapped it).
+            Ok(data) if in_place => sh.buffer_updated(py, data.len()),
             Ok(data) if buffered => {
                 // Copied straight into the protocol's buffers: no bytes
                 // object is needed, so the next read uses READ_BUF.

@@ -56,7 +56,7 @@ pub fn _ssl_read_all<'py>(
                 // Only when a record outgrows the estimate (a compressed
                 // TLS 1.2 record): grow, in place when the allocator can.
                 cap = off + more.max(16 * 1024);
-                obj = capi::shrink_bytes(py, obj, cap)?
+                obj = capi::resize_bytes(py, obj, cap)?
                     .into_bound(py)
                     .cast_into::<pyo3::types::PyBytes>()?
                     .unbind();
@@ -89,5 +89,5 @@ pub fn _ssl_read_all<'py>(
     if off == 0 {
         return Ok((None, eof));
     }
-    Ok((Some(capi::shrink_bytes(py, obj, off)?), eof))
+    Ok((Some(capi::resize_bytes(py, obj, off)?), eof))
 }
