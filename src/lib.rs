@@ -15,6 +15,9 @@ fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(r#loop::handles::_run_in_context, m)?)?;
     m.add_function(wrap_pyfunction!(_live_counts, m)?)?;
     m.add_function(wrap_pyfunction!(transports::tls::_ssl_read_all, m)?)?;
+    m.add_function(wrap_pyfunction!(transports::tls::_ssl_write, m)?)?;
+    m.add_function(wrap_pyfunction!(transports::tls::_ssl_data_in, m)?)?;
+    m.add_function(wrap_pyfunction!(transports::tls::_ssl_app_write, m)?)?;
     m.add_class::<transports::tcp::TcpTransportCore>()?;
     m.add_class::<transports::server::TcpListener>()?;
     let (major, minor, patch) = uv::version();

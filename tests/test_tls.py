@@ -785,6 +785,78 @@ def test_write_writelines_and_write_eof(loop, tls):
     arun(loop, main())
 
 
+class _RaisesOnData(RecordingProtocol):
+    def data_received(self, data):
+        super().data_received(data)
+        raise ValueError("app bug")
+
+
+def test_data_received_error_is_fatal_and_reported(loop, tls):
+    # An exception from the app's data_received() is the TLS protocol's
+    # fatal error: reported once to the exception handler, the connection
+    # is closed with it and the peer sees the connection end.
+    async def main():
+        errors = catch_loop_errors(loop)
+        client, peer, server = await tls_pair(
+            loop, tls, server_factory=ProtocolFactory(loop, _RaisesOnData))
+        client.transport.write(b"boom")
+        exc = await peer.lost
+        assert isinstance(exc, ValueError) and str(exc) == "app bug"
+        assert bytes(peer.data) == b"boom"
+        await client.lost
+        assert len(errors) == 1
+        err = errors[0]
+        if PY311:
+            assert err["message"] == "Fatal error on SSL protocol"
+        assert err["exception"] is exc
+        server.close()
+        await server.wait_closed()
+    arun(loop, main())
+
+
+def test_writes_after_close_are_dropped(loop, tls):
+    # As asyncio: a write() after close() raises nothing and is not sent;
+    # what was written before close() is delivered, then a clean end.
+    async def main():
+        errors = catch_loop_errors(loop)
+        client, peer, server = await tls_pair(loop, tls)
+        t = client.transport
+        t.write(b"before")
+        t.close()
+        for _ in range(3):
+            t.write(b"after")
+        assert await client.lost is None
+        assert await peer.lost is None
+        assert bytes(peer.data) == b"before"
+        server.close()
+        await server.wait_closed()
+        assert errors == []
+    arun(loop, main())
+
+
+def test_large_writes_interleaved_with_reads(loop, tls):
+    # Writes queued from data_received() while the peer writes back: the
+    # backlog, partial records and pause/resume_writing of the TLS layer,
+    # checked by hash in both directions.
+    size = 3 * MiB
+    out_c, out_p = payload(size, 1), payload(size, 2)
+
+    async def main():
+        errors = catch_loop_errors(loop)
+        client, peer, server = await tls_pair(loop, tls)
+        client.transport.set_write_buffer_limits(high=64 * 1024)
+        for i in range(0, size, 256 * 1024):
+            client.transport.write(out_c[i:i + 256 * 1024])
+            peer.transport.write(memoryview(out_p)[i:i + 256 * 1024])
+        got_p = await peer.wait_bytes(size)
+        got_c = await client.wait_bytes(size)
+        assert sha256(got_p) == sha256(out_c)
+        assert sha256(got_c) == sha256(out_p)
+        await close_pair(client, peer, server)
+        assert errors == []
+    arun(loop, main())
+
+
 def test_close_is_closing_and_callbacks(loop, tls):
     async def main():
         client, peer, server = await tls_pair(loop, tls)

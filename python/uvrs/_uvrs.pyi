@@ -20,7 +20,10 @@ __all__ = [
     "_live_counts",
     "_run_in_context",
     "_set_handle_types",
+    "_ssl_app_write",
+    "_ssl_data_in",
     "_ssl_read_all",
+    "_ssl_write",
     "BUILD_PROFILE",
     "FREE_THREADED_BUILD",
     "LIBUV_VERSION",
@@ -40,6 +43,23 @@ def _ssl_read_all(
     incoming: ssl.MemoryBIO,
     again_errors: tuple[type[BaseException], ...],
 ) -> tuple[bytes | None, bool]: ...
+def _ssl_data_in(
+    proto: object,
+    nbytes: int,
+    wrapped: object,
+    again_errors: tuple[type[BaseException], ...],
+) -> bool: ...
+def _ssl_app_write(
+    proto: object,
+    data: object,
+    wrapped: object,
+    again_errors: tuple[type[BaseException], ...],
+) -> bool: ...
+def _ssl_write(
+    proto: object,
+    again_errors: tuple[type[BaseException], ...],
+    encrypt: bool,
+) -> None: ...
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
