@@ -3,6 +3,7 @@
 //! and every write of an open connection is here, with asyncio's semantics.
 
 use pyo3::exceptions::{PyException, PyMemoryError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString};
 
@@ -13,10 +14,8 @@ use crate::r#loop::capi;
 /// (Records are never shorter than their plaintext; a record started in
 /// OpenSSL's own buffer is decrypted into `pending()` once it completes.)
 fn available(incoming: &Bound<'_, PyAny>, pending: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let py = incoming.py();
-    let waiting: usize = incoming.getattr(pyo3::intern!(py, "pending"))?.extract()?;
     let decrypted: usize = pending.call0()?.extract()?;
-    Ok(waiting + decrypted)
+    Ok(bio_pending(incoming)? + decrypted)
 }
 
 /// `_ssl_read_all(sslobj, incoming, again_errors) -> (bytes | None, eof)`:
@@ -36,10 +35,10 @@ pub fn _ssl_read_all<'py>(
     // ssl.SSLObject wraps the C-level _ssl._SSLSocket in `_sslobj`; calling
     // that one directly skips a Python frame per record.
     let raw = sslobj
-        .getattr(pyo3::intern!(py, "_sslobj"))
+        .getattr(intern!(py, "_sslobj"))
         .unwrap_or_else(|_| sslobj.clone());
-    let read = raw.getattr(pyo3::intern!(py, "read"))?;
-    let pending = raw.getattr(pyo3::intern!(py, "pending"))?;
+    let read = raw.getattr(intern!(py, "read"))?;
+    let pending = raw.getattr(intern!(py, "pending"))?;
     let mut cap = available(incoming, &pending)?;
     if cap == 0 {
         return Ok((None, false));
@@ -59,7 +58,7 @@ pub fn _ssl_read_all<'py>(
                 cap = off + more.max(16 * 1024);
                 obj = capi::resize_bytes(py, obj, cap)?
                     .into_bound(py)
-                    .cast_into::<pyo3::types::PyBytes>()?
+                    .cast_into::<PyBytes>()?
                     .unbind();
             }
         }
@@ -71,7 +70,7 @@ pub fn _ssl_read_all<'py>(
         let res = read.call1((cap - off, &view));
         if !capi::is_unshared(&view) {
             // Somebody kept the view: cut it from the memory before it moves.
-            view.call_method0(pyo3::intern!(py, "release"))?;
+            view.call_method0(intern!(py, "release"))?;
         }
         drop(view);
         match res {
@@ -106,7 +105,7 @@ struct Proto<'a, 'py> {
 impl<'a, 'py> Proto<'a, 'py> {
     fn new(obj: &'a Bound<'py, PyAny>) -> Self {
         let dict = obj
-            .getattr(pyo3::intern!(obj.py(), "__dict__"))
+            .getattr(intern!(obj.py(), "__dict__"))
             .ok()
             .and_then(|d| d.cast_into::<PyDict>().ok());
         Proto { obj, dict }
@@ -138,15 +137,9 @@ impl<'a, 'py> Proto<'a, 'py> {
     }
 }
 
-macro_rules! name {
-    ($py:expr, $s:literal) => {
-        pyo3::intern!($py, $s)
-    };
-}
-
 /// The BIO's byte count (`MemoryBIO.pending`).
 fn bio_pending(bio: &Bound<'_, PyAny>) -> PyResult<usize> {
-    bio.getattr(name!(bio.py(), "pending"))?.extract()
+    bio.getattr(intern!(bio.py(), "pending"))?.extract()
 }
 
 /// `_ssl_write(proto, again_errors, encrypt)`: asyncio's
@@ -176,23 +169,23 @@ fn write_out(p: &Proto<'_, '_>, again_errors: &Bound<'_, PyAny>, encrypt: bool) 
     if encrypt {
         encrypt_backlog(p, again_errors)?;
     }
-    let outgoing = p.get(name!(py, "_outgoing"))?;
+    let outgoing = p.get(intern!(py, "_outgoing"))?;
     let mut waiting = bio_pending(&outgoing)?;
-    if waiting > 0 && !p.truthy(name!(py, "_ssl_writing_paused"))? {
-        let data = outgoing.call_method0(name!(py, "read"))?;
-        p.get(name!(py, "_transport"))?
-            .call_method1(name!(py, "write"), (data,))?;
+    if waiting > 0 && !p.truthy(intern!(py, "_ssl_writing_paused"))? {
+        let data = outgoing.call_method0(intern!(py, "read"))?;
+        p.get(intern!(py, "_transport"))?
+            .call_method1(intern!(py, "write"), (data,))?;
         waiting = bio_pending(&outgoing)?;
     }
     // asyncio's _control_app_writing() test, on _get_write_buffer_size().
-    let size = waiting + p.usize(name!(py, "_write_buffer_size"))?;
-    let due = if p.truthy(name!(py, "_app_writing_paused"))? {
-        size <= p.usize(name!(py, "_outgoing_low_water"))?
+    let size = waiting + p.usize(intern!(py, "_write_buffer_size"))?;
+    let due = if p.truthy(intern!(py, "_app_writing_paused"))? {
+        size <= p.usize(intern!(py, "_outgoing_low_water"))?
     } else {
-        size >= p.usize(name!(py, "_outgoing_high_water"))?
+        size >= p.usize(intern!(py, "_outgoing_high_water"))?
     };
     if due {
-        p.call0(name!(py, "_control_app_writing"))?;
+        p.call0(intern!(py, "_control_app_writing"))?;
     }
     Ok(())
 }
@@ -200,15 +193,15 @@ fn write_out(p: &Proto<'_, '_>, again_errors: &Bound<'_, PyAny>, encrypt: bool) 
 /// The `_do_write` loop of [`_ssl_write`].
 fn encrypt_backlog(p: &Proto<'_, '_>, again_errors: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = p.obj.py();
-    let backlog = p.get(name!(py, "_write_backlog"))?;
+    let backlog = p.get(intern!(py, "_write_backlog"))?;
     if !backlog.is_truthy()? {
         return Ok(());
     }
-    let sslobj = p.get(name!(py, "_sslobj"))?;
+    let sslobj = p.get(intern!(py, "_sslobj"))?;
     // As in _ssl_read_all: the C-level object, without the wrapper's frame.
-    let raw = sslobj.getattr(name!(py, "_sslobj")).unwrap_or(sslobj);
-    let write = raw.getattr(name!(py, "write"))?;
-    let size_name = name!(py, "_write_buffer_size");
+    let raw = sslobj.getattr(intern!(py, "_sslobj")).unwrap_or(sslobj);
+    let write = raw.getattr(intern!(py, "write"))?;
+    let size_name = intern!(py, "_write_buffer_size");
     let mut size: isize = p.get(size_name)?.extract()?;
     let mut result = Ok(());
     while backlog.is_truthy()? {
@@ -245,7 +238,7 @@ fn or_fatal(p: &Proto<'_, '_>, step: impl FnOnce() -> PyResult<()>) -> PyResult<
     match step() {
         Err(e) if e.is_instance_of::<PyException>(py) => {
             p.obj
-                .call_method1(name!(py, "_fatal_error"), (e.value(py), FATAL))?;
+                .call_method1(intern!(py, "_fatal_error"), (e.value(py), FATAL))?;
             Ok(())
         }
         other => other,
@@ -272,28 +265,28 @@ pub fn _ssl_data_in(
 ) -> PyResult<bool> {
     let py = proto.py();
     let p = Proto::new(proto);
-    if !p.get(name!(py, "_state"))?.is(wrapped)
-        || p.truthy(name!(py, "_app_protocol_is_buffer"))?
-        || p.truthy(name!(py, "_app_reading_paused"))?
+    if !p.get(intern!(py, "_state"))?.is(wrapped)
+        || p.truthy(intern!(py, "_app_protocol_is_buffer"))?
+        || p.truthy(intern!(py, "_app_reading_paused"))?
     {
         return Ok(false);
     }
-    let incoming = p.get(name!(py, "_incoming"))?;
-    let view = p.get(name!(py, "_ssl_buffer_view"))?;
+    let incoming = p.get(intern!(py, "_incoming"))?;
+    let view = p.get(intern!(py, "_ssl_buffer_view"))?;
     let chunk = view.get_item(PySlice::new(py, 0, nbytes as isize, 1))?;
-    incoming.call_method1(name!(py, "write"), (chunk,))?;
+    incoming.call_method1(intern!(py, "write"), (chunk,))?;
     or_fatal(&p, || {
-        let sslobj = p.get(name!(py, "_sslobj"))?;
+        let sslobj = p.get(intern!(py, "_sslobj"))?;
         let (data, eof) = _ssl_read_all(&sslobj, &incoming, again_errors)?;
         if let Some(data) = data {
-            p.get(name!(py, "_app_protocol"))?
-                .call_method1(name!(py, "data_received"), (data,))?;
+            p.get(intern!(py, "_app_protocol"))?
+                .call_method1(intern!(py, "data_received"), (data,))?;
         }
         if eof {
-            p.call0(name!(py, "_call_eof_received"))?;
-            p.call0(name!(py, "_start_shutdown"))?;
+            p.call0(intern!(py, "_call_eof_received"))?;
+            p.call0(intern!(py, "_start_shutdown"))?;
         }
-        let backlog = p.truthy(name!(py, "_write_backlog"))?;
+        let backlog = p.truthy(intern!(py, "_write_backlog"))?;
         write_out(&p, again_errors, backlog)?;
         control_ssl_reading(&p, &incoming)
     })?;
@@ -305,22 +298,22 @@ pub fn _ssl_data_in(
 fn control_ssl_reading(p: &Proto<'_, '_>, incoming: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = p.obj.py();
     let size = bio_pending(incoming)?;
-    let paused_name = name!(py, "_ssl_reading_paused");
+    let paused_name = intern!(py, "_ssl_reading_paused");
     let paused = p.truthy(paused_name)?;
     let (flip, method) = if paused {
         (
-            size <= p.usize(name!(py, "_incoming_low_water"))?,
-            name!(py, "resume_reading"),
+            size <= p.usize(intern!(py, "_incoming_low_water"))?,
+            intern!(py, "resume_reading"),
         )
     } else {
         (
-            size >= p.usize(name!(py, "_incoming_high_water"))?,
-            name!(py, "pause_reading"),
+            size >= p.usize(intern!(py, "_incoming_high_water"))?,
+            intern!(py, "pause_reading"),
         )
     };
     if flip {
         p.set(paused_name, !paused)?;
-        p.get(name!(py, "_transport"))?.call_method0(method)?;
+        p.get(intern!(py, "_transport"))?.call_method0(method)?;
     }
     Ok(())
 }
@@ -359,12 +352,12 @@ pub fn _ssl_app_write(
         return Ok(false);
     }
     let p = Proto::new(proto);
-    if !p.get(name!(py, "_state"))?.is(wrapped) {
+    if !p.get(intern!(py, "_state"))?.is(wrapped) {
         return Ok(false);
     }
-    p.get(name!(py, "_write_backlog"))?
-        .call_method1(name!(py, "append"), (data,))?;
-    let size_name = name!(py, "_write_buffer_size");
+    p.get(intern!(py, "_write_backlog"))?
+        .call_method1(intern!(py, "append"), (data,))?;
+    let size_name = intern!(py, "_write_buffer_size");
     p.set(size_name, p.usize(size_name)? + data.len()?)?;
     or_fatal(&p, || write_out(&p, again_errors, true))?;
     Ok(true)
