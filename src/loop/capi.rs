@@ -237,15 +237,42 @@ pub fn monotonic(py: Python<'_>) -> PyResult<f64> {
     f.bind(py).call0()?.extract()
 }
 
-/// A bytes-like object's memory, held through the buffer protocol
-/// (`PyObject_GetBuffer(PyBUF_SIMPLE)`, which accepts every contiguous
-/// bytes-like object). Released on drop, which must happen with the GIL held.
-pub struct SimpleBuffer {
-    view: Box<ffi::Py_buffer>,
+/// A bytes-like object's memory: an exact `bytes` object held by reference
+/// (its memory never moves or changes), anything else through the buffer
+/// protocol (`PyObject_GetBuffer(PyBUF_SIMPLE)`, which accepts every
+/// contiguous bytes-like object). Dropped (released) with the GIL held.
+pub struct SimpleBuffer(BufferKind);
+
+enum BufferKind {
+    /// An exact bytes object, with its memory: no Py_buffer to fill or free
+    /// (the common case of `transport.write(b"...")`). The object is only
+    /// held, to keep the memory alive.
+    #[allow(dead_code)]
+    Bytes(Py<PyAny>, *const u8, usize),
+    View(Box<ffi::Py_buffer>),
 }
 
 impl SimpleBuffer {
     pub fn get(obj: &Bound<'_, PyAny>) -> PyResult<SimpleBuffer> {
+        let p = obj.as_ptr();
+        // SAFETY: p is a live object (GIL held by obj's token). An exact
+        // bytes object's storage is fixed for its lifetime, which the Py
+        // reference kept beside the pointer extends to this buffer's.
+        let exact = unsafe {
+            (ffi::PyBytes_CheckExact(p) != 0).then(|| {
+                (
+                    ffi::PyBytes_AsString(p) as *const u8,
+                    ffi::PyBytes_Size(p) as usize,
+                )
+            })
+        };
+        if let Some((ptr, len)) = exact {
+            return Ok(SimpleBuffer(BufferKind::Bytes(
+                obj.clone().unbind(),
+                ptr,
+                len,
+            )));
+        }
         // Uninitialised, not zeroed: a zeroed Box is a calloc(), which glibc
         // serves past its per-thread cache. Freed into that cache, the chunks
         // overflowed into the fastbins, and the next large malloc (the 1 KiB
@@ -255,35 +282,43 @@ impl SimpleBuffer {
         // SAFETY: obj is live; PyObject_GetBuffer fills every field of the
         // view on success (and on failure it is never read). On success the
         // view holds a new reference to obj and is released exactly once (Drop).
-        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_SIMPLE) }
-            < 0
-        {
+        if unsafe { ffi::PyObject_GetBuffer(p, view.as_mut_ptr(), ffi::PyBUF_SIMPLE) } < 0 {
             return Err(PyErr::fetch(obj.py()));
         }
         // SAFETY: filled by the successful PyObject_GetBuffer above.
         let view = unsafe { view.assume_init() };
-        Ok(SimpleBuffer { view })
+        Ok(SimpleBuffer(BufferKind::View(view)))
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        if self.view.len == 0 || self.view.buf.is_null() {
+        let (ptr, len) = match &self.0 {
+            BufferKind::Bytes(_, ptr, len) => (*ptr, *len),
+            BufferKind::View(v) => (v.buf as *const u8, v.len as usize),
+        };
+        if len == 0 || ptr.is_null() {
             return &[];
         }
-        // SAFETY: a PyBUF_SIMPLE view is one contiguous block of `len` bytes that
-        // stays valid until the view is released.
-        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
+        // SAFETY: a bytes object's storage, or a PyBUF_SIMPLE view's one
+        // contiguous block of `len` bytes: both stay valid and unchanged until
+        // self is dropped (it holds the bytes object / the view).
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
     pub fn readonly(&self) -> bool {
-        self.view.readonly != 0
+        match &self.0 {
+            BufferKind::Bytes(..) => true,
+            BufferKind::View(v) => v.readonly != 0,
+        }
     }
 }
 
 impl Drop for SimpleBuffer {
     fn drop(&mut self) {
-        // SAFETY: the view was filled by a successful PyObject_GetBuffer and is
-        // released once; owners drop it only with the GIL held.
-        unsafe { ffi::PyBuffer_Release(&mut *self.view) }
+        if let BufferKind::View(view) = &mut self.0 {
+            // SAFETY: the view was filled by a successful PyObject_GetBuffer
+            // and is released once; owners drop it only with the GIL held.
+            unsafe { ffi::PyBuffer_Release(&mut **view) }
+        }
     }
 }
 
@@ -346,6 +381,45 @@ pub fn new_uninit_bytes(py: Python<'_>, size: usize) -> Option<Py<PyBytes>> {
                 .unbind(),
         )
     }
+}
+
+/// Whether `obj` is an exact `bytes` object that only the caller refers to,
+/// so that it may be filled again in place without anyone noticing (bytes
+/// objects take no weak references, and nothing else can reach them).
+/// Never on a free-threaded build, where the reference count of an object
+/// other threads have seen is not exact.
+pub fn bytes_unshared(py: Python<'_>, obj: &Py<PyBytes>) -> bool {
+    if cfg!(Py_GIL_DISABLED) {
+        return false;
+    }
+    let p = obj.bind(py).as_ptr();
+    // SAFETY: p is a live object (GIL held); only its header is read.
+    unsafe {
+        ffi::Py_REFCNT(p) == 1
+            && std::ptr::eq(ffi::Py_TYPE(p), std::ptr::addr_of_mut!(ffi::PyBytes_Type))
+    }
+}
+
+/// Overwrite the contents of `obj` with `data` (same length), and forget its
+/// cached hash. Returns false (and changes nothing) if the lengths differ or
+/// `obj` may be seen by anyone else (`bytes_unshared`).
+pub fn refill_bytes(py: Python<'_>, obj: &Py<PyBytes>, data: &[u8]) -> bool {
+    let (ptr, len) = bytes_memory(py, obj);
+    if len != data.len() || !bytes_unshared(py, obj) {
+        return false;
+    }
+    let p = obj.bind(py).as_ptr() as *mut ffi::PyBytesObject;
+    // SAFETY: GIL held; obj is an exact bytes object of `len` bytes that only
+    // the caller refers to (checked above), so no one can observe it change.
+    // Its hash, cached by hash(), no longer matches: -1 means "not computed".
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, len);
+        #[allow(deprecated)]
+        {
+            (*p).ob_shash = -1;
+        }
+    }
+    true
 }
 
 /// Where the bytes of `obj` live, and how many there are.

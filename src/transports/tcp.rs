@@ -430,7 +430,11 @@ impl Shared {
         if self.inner.lock().protocol.is_none() {
             return;
         }
-        self.data_received_obj(py, PyBytes::new(py, data).into_any().unbind());
+        let bytes = self.st.bytes_for(py, data);
+        let kept = bytes.clone_ref(py);
+        self.data_received_obj(py, bytes.into_any());
+        // Reused only if the protocol kept no reference to it.
+        self.st.recycle_bytes(py, kept);
     }
 
     /// `data_received(bytes)` with a bytes object already made.
