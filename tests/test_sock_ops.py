@@ -480,3 +480,38 @@ def test_sock_sendall_cancelled_mid_send(loop):
             assert await _recv_exactly(loop, b, 4) == b"tail"
 
     arun(loop, main())
+
+
+@pytest.mark.parametrize("then", ["eof", "small"])
+def test_sock_recv_large_reads_then_small_ones(loop, then):
+    # 100 KiB sock_recv()s that get tens of KiB each, then short answers
+    # (or EOF) to the same large request: every read is exactly the bytes
+    # sent, whatever buffer it was made in.
+    async def main():
+        a, b = _pair()
+        try:
+            data = os.urandom(2 * 1024 * 1024)
+            sending = loop.create_task(loop.sock_sendall(b, data))
+            got = bytearray()
+            while len(got) < len(data):
+                chunk = await loop.sock_recv(a, 102400)
+                assert type(chunk) is bytes
+                assert 0 < len(chunk) <= 102400
+                got += chunk
+            await sending
+            assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+            if then == "eof":
+                b.shutdown(socket.SHUT_WR)
+                assert await loop.sock_recv(a, 102400) == b""
+                return
+            for msg in (b"x", b"hello", os.urandom(40000), b"end"):
+                await loop.sock_sendall(b, msg)
+                got = b""
+                while len(got) < len(msg):
+                    got += await loop.sock_recv(a, 102400)
+                assert got == msg
+        finally:
+            a.close()
+            b.close()
+
+    arun(loop, main())

@@ -42,17 +42,56 @@ pub(crate) enum Attempt {
     WouldBlock,
 }
 
+/// Reads longer than this go straight into their `bytes` object (when the
+/// last read on this thread was that long too); shorter ones go through the
+/// scratch buffer and are copied into an exact-size `bytes`.
+#[cfg(unix)]
+const DIRECT_READ: usize = 16 * 1024;
+
+#[cfg(unix)]
+thread_local! {
+    /// The last read on this thread returned more than `DIRECT_READ` bytes.
+    static LAST_READ_BIG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// One non-blocking read of at most `n` bytes from `sock`.
+///
+/// A large read (a 100 KiB `sock_recv` that gets tens of KiB) is made into
+/// a `bytes` of `n` bytes, then shrunk in place, as `socket.recv` does: no
+/// copy out of the scratch buffer. A small one uses the scratch buffer and
+/// an exact-size copy, which saves allocating `n` bytes for a short answer.
+/// Which one is guessed from the previous read's size.
 #[cfg(unix)]
 fn read_once(py: Python<'_>, _sock: &Py<PyAny>, fd: i64, n: usize) -> Attempt {
+    let want = n.min(MAX_READ);
+    if want > DIRECT_READ && LAST_READ_BIG.get() {
+        let Some(obj) = super::capi::new_uninit_bytes(py, want) else {
+            return Attempt::Done(Err(pyo3::exceptions::PyMemoryError::new_err(())));
+        };
+        let (base, len) = super::capi::bytes_memory(py, &obj);
+        // SAFETY: base..base+len is the memory of `obj`, a new bytes object
+        // only this function refers to; it lives until the slice is gone.
+        let buf = unsafe { std::slice::from_raw_parts_mut(base, len) };
+        return match crate::uv::sys::recv(fd as i32, buf) {
+            Ok(k) => {
+                LAST_READ_BIG.set(k > DIRECT_READ);
+                // Only this function refers to obj: it may shrink in place.
+                Attempt::Done(super::capi::resize_bytes(py, obj, k))
+            }
+            Err(e) if e.0 == libuv_sys2::uv_errno_t_UV_EAGAIN => Attempt::WouldBlock,
+            Err(e) => Attempt::Done(Err(os_error(py, e))),
+        };
+    }
     SCRATCH.with(|s| {
         let mut buf = s.borrow_mut();
-        let want = n.min(MAX_READ);
         if buf.len() < want {
             buf.resize(want, 0);
         }
         match crate::uv::sys::recv(fd as i32, &mut buf[..want]) {
-            Ok(k) => Attempt::Done(Ok(PyBytes::new(py, &buf[..k]).into_any().unbind())),
+            Ok(k) => {
+                LAST_READ_BIG.set(k > DIRECT_READ);
+                Attempt::Done(Ok(PyBytes::new(py, &buf[..k]).into_any().unbind()))
+            }
             Err(e) if e.0 == libuv_sys2::uv_errno_t_UV_EAGAIN => Attempt::WouldBlock,
             Err(e) => Attempt::Done(Err(os_error(py, e))),
         }
