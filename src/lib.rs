@@ -16,6 +16,7 @@ fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_live_counts, m)?)?;
     m.add_function(wrap_pyfunction!(transports::tls::_ssl_read_all, m)?)?;
     m.add_function(wrap_pyfunction!(transports::tls::_ssl_write, m)?)?;
+    m.add_function(wrap_pyfunction!(transports::tls::_ssl_writing_due, m)?)?;
     m.add_function(wrap_pyfunction!(transports::tls::_ssl_data_in, m)?)?;
     m.add_function(wrap_pyfunction!(transports::tls::_ssl_app_write, m)?)?;
     m.add_class::<transports::tcp::TcpTransportCore>()?;

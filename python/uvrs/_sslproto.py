@@ -43,7 +43,14 @@ import ssl
 import sys
 from asyncio import sslproto
 
-from ._uvrs import _run_in_context, _ssl_app_write, _ssl_data_in, _ssl_read_all, _ssl_write
+from ._uvrs import (
+    _run_in_context,
+    _ssl_app_write,
+    _ssl_data_in,
+    _ssl_read_all,
+    _ssl_write,
+    _ssl_writing_due,
+)
 
 if sys.version_info >= (3, 11):  # 3.10 uses asyncio's own SSLProtocol
     _State = sslproto.SSLProtocolState
@@ -110,12 +117,7 @@ if sys.version_info >= (3, 11):  # 3.10 uses asyncio's own SSLProtocol
             # connection's context, also when a write() from elsewhere (or a
             # set_write_buffer_limits()) crosses the mark. (The test is
             # asyncio's; the context is only entered when a call is due.)
-            size = self._get_write_buffer_size()
-            if self._app_writing_paused:
-                due = size <= self._outgoing_low_water
-            else:
-                due = size >= self._outgoing_high_water
-            if due:
+            if _ssl_writing_due(self, self._get_write_buffer_size()):
                 _run_in_context(self._loop._context, super()._control_app_writing)
 
         def _do_read__copied(self):

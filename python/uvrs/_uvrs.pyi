@@ -24,6 +24,7 @@ __all__ = [
     "_ssl_data_in",
     "_ssl_read_all",
     "_ssl_write",
+    "_ssl_writing_due",
     "BUILD_PROFILE",
     "FREE_THREADED_BUILD",
     "LIBUV_VERSION",
@@ -60,6 +61,7 @@ def _ssl_write(
     again_errors: tuple[type[BaseException], ...],
     encrypt: bool,
 ) -> None: ...
+def _ssl_writing_due(proto: object, size: int) -> bool: ...
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")

@@ -179,15 +179,29 @@ fn write_out(p: &Proto<'_, '_>, again_errors: &Bound<'_, PyAny>, encrypt: bool) 
     }
     // asyncio's _control_app_writing() test, on _get_write_buffer_size().
     let size = waiting + p.usize(intern!(py, "_write_buffer_size"))?;
-    let due = if p.truthy(intern!(py, "_app_writing_paused"))? {
-        size <= p.usize(intern!(py, "_outgoing_low_water"))?
-    } else {
-        size >= p.usize(intern!(py, "_outgoing_high_water"))?
-    };
-    if due {
+    if writing_due(p, size)? {
         p.call0(intern!(py, "_control_app_writing"))?;
     }
     Ok(())
+}
+
+/// asyncio's `_control_app_writing()` test: whether the app protocol's
+/// `resume_writing()` (paused, `size` down to the low-water mark) or
+/// `pause_writing()` (not paused, `size` up to the high-water mark) is due.
+fn writing_due(p: &Proto<'_, '_>, size: usize) -> PyResult<bool> {
+    let py = p.obj.py();
+    Ok(if p.truthy(intern!(py, "_app_writing_paused"))? {
+        size <= p.usize(intern!(py, "_outgoing_low_water"))?
+    } else {
+        size >= p.usize(intern!(py, "_outgoing_high_water"))?
+    })
+}
+
+/// `_ssl_writing_due(proto, size)`: [`writing_due`] for the Python side
+/// (`SSLProtocol._control_app_writing`), so that the test exists once.
+#[pyfunction]
+pub fn _ssl_writing_due(proto: &Bound<'_, PyAny>, size: usize) -> PyResult<bool> {
+    writing_due(&Proto::new(proto), size)
 }
 
 /// The `_do_write` loop of [`_ssl_write`].
