@@ -388,10 +388,21 @@ def cmd_bench(args, rest) -> int:
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, time.strftime("bench-%H%M%S.json"))
     kit_args = rest or ["all", "--rt", "10", "--reps", "5"]
+    bench_py = Venv(os.path.join(ROOT, ".bench-venv")).python
+    if "skip" in kit_args and os.path.exists(bench_py):
+        # --install skip measures whatever .so is in python/uvrs/: the dev
+        # venvs share it, and `dev.py test`/`setup` leave a debug build there.
+        probe = subprocess.run(
+            [bench_py, "-c", "import uvrs._uvrs as u; print(u.BUILD_PROFILE)"],
+            capture_output=True, text=True, cwd=os.path.dirname(ROOT),
+        )
+        if probe.stdout.strip() != "release":
+            fail("the uvrs in .bench-venv is not a release build "
+                 f"({probe.stdout.strip() or probe.stderr.strip()[-200:]}); "
+                 "run without --install skip, or `../shared/bench/run setup` first")
     rc = run([sys.executable, runner, *kit_args, "--out", out], check=False)
     if not os.path.exists(out):
         fail(f"the kit wrote no results (exit {rc})")
-    bench_py = Venv(os.path.join(ROOT, ".bench-venv")).python
     probe = subprocess.run([bench_py, "-c", "import matplotlib"], capture_output=True)
     if probe.returncode != 0:
         run([bench_py, "-m", "pip", "install", "-q", "matplotlib"])
