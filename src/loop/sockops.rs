@@ -72,30 +72,38 @@ fn read_once(py: Python<'_>, _sock: &Py<PyAny>, fd: i64, n: usize) -> Attempt {
         // SAFETY: base..base+len is the memory of `obj`, a new bytes object
         // only this function refers to; it lives until the slice is gone.
         let buf = unsafe { std::slice::from_raw_parts_mut(base, len) };
-        return match crate::uv::sys::recv(fd as i32, buf) {
-            Ok(k) => {
-                LAST_READ_BIG.set(k > DIRECT_READ);
-                // Only this function refers to obj: it may shrink in place.
-                Attempt::Done(super::capi::resize_bytes(py, obj, k))
-            }
-            Err(e) if e.0 == libuv_sys2::uv_errno_t_UV_EAGAIN => Attempt::WouldBlock,
-            Err(e) => Attempt::Done(Err(os_error(py, e))),
-        };
+        let res = crate::uv::sys::recv(fd as i32, buf);
+        // Only this function refers to obj: it may shrink in place.
+        return attempt(py, res, |k| super::capi::resize_bytes(py, obj, k));
     }
     SCRATCH.with(|s| {
         let mut buf = s.borrow_mut();
         if buf.len() < want {
             buf.resize(want, 0);
         }
-        match crate::uv::sys::recv(fd as i32, &mut buf[..want]) {
-            Ok(k) => {
-                LAST_READ_BIG.set(k > DIRECT_READ);
-                Attempt::Done(Ok(PyBytes::new(py, &buf[..k]).into_any().unbind()))
-            }
-            Err(e) if e.0 == libuv_sys2::uv_errno_t_UV_EAGAIN => Attempt::WouldBlock,
-            Err(e) => Attempt::Done(Err(os_error(py, e))),
-        }
+        let res = crate::uv::sys::recv(fd as i32, &mut buf[..want]);
+        attempt(py, res, |k| {
+            Ok(PyBytes::new(py, &buf[..k]).into_any().unbind())
+        })
     })
+}
+
+/// The outcome of a `recv` that returned `res`; `bytes(k)` makes the result
+/// of a read of `k` bytes. Remembers whether the read was large.
+#[cfg(unix)]
+fn attempt(
+    py: Python<'_>,
+    res: Result<usize, crate::uv::UvError>,
+    bytes: impl FnOnce(usize) -> PyResult<Py<PyAny>>,
+) -> Attempt {
+    match res {
+        Ok(k) => {
+            LAST_READ_BIG.set(k > DIRECT_READ);
+            Attempt::Done(bytes(k))
+        }
+        Err(e) if e.0 == libuv_sys2::uv_errno_t_UV_EAGAIN => Attempt::WouldBlock,
+        Err(e) => Attempt::Done(Err(os_error(py, e))),
+    }
 }
 
 /// One read through the socket object (Windows: no native recv here).
