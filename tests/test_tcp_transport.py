@@ -114,6 +114,34 @@ def test_write_non_bytes_is_type_error(loop, bad):
     arun(loop, main())
 
 
+def test_write_argument_forms(loop):
+    """write(data) takes its one argument positionally or as data=, and
+    every other form is a TypeError that leaves the transport working."""
+    async def main():
+        client, peer, server = await echo_pair(loop)
+        t = client.transport
+        t.write(b"pos|")
+        t.write(data=b"kw|")
+        bad_calls = [
+            lambda: t.write(),
+            lambda: t.write(b"a", b"b"),
+            lambda: t.write(b"a", data=b"b"),
+            lambda: t.write(buf=b"a"),
+            lambda: t.write(data=b"a", extra=1),
+        ]
+        for call in bad_calls:
+            with pytest.raises(TypeError):
+                call()
+        assert not t.is_closing()
+        t.write(b"end")
+        expected = b"pos|kw|end"
+        assert await client.wait_bytes(len(expected)) == expected
+        await settle()
+        assert bytes(peer.data) == expected
+        await finish(client, peer, server)
+    arun(loop, main())
+
+
 def test_write_empty_is_a_no_op(loop):
     async def main():
         client, peer, server = await echo_pair(loop)

@@ -34,11 +34,6 @@ _PY313 = sys.version_info >= (3, 13)
 _HAS_IPV6 = socket.has_ipv6
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
 
-# The native core's methods on the hottest paths (StreamWriter.write/drain),
-# bound to each instance so that calling them costs no Python frame. Only
-# these: each bound method costs ~90 bytes per transport (binding all eleven
-# delegating methods cost 1 KiB per transport, 2 KiB per connection pair).
-_FAST_METHODS = ("write", "is_closing")
 
 
 def _is_buffered(protocol):
@@ -217,8 +212,13 @@ class TCPTransport(_CoreTransport, _CoreReading, _CoreWriting, asyncio.Transport
         core._attach(protocol, self, _is_buffered(protocol), self._context)
         if sock is not None:
             loop._transports[sock.fileno()] = self
-        for name in _FAST_METHODS:
-            setattr(self, name, getattr(core, name))
+        # The native methods of the hottest paths (Protocol and
+        # StreamWriter writes), bound to each instance so that calling them
+        # costs no Python frame; write() is a builtin method with its own
+        # argument check. Only these two: each costs ~90 bytes per transport
+        # (binding all eleven delegating methods cost 1 KiB per transport).
+        self.write = core._fast_write()
+        self.is_closing = core.is_closing
         if server is not None:
             server._attach(self)
 

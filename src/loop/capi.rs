@@ -244,11 +244,12 @@ pub fn monotonic(py: Python<'_>) -> PyResult<f64> {
 pub struct SimpleBuffer(BufferKind);
 
 enum BufferKind {
-    /// An exact bytes object, with its memory: no Py_buffer to fill or free
-    /// (the common case of `transport.write(b"...")`). The object is only
-    /// held, to keep the memory alive.
-    #[allow(dead_code)]
-    Bytes(Py<PyAny>, *const u8, usize),
+    /// An exact bytes object (a strong reference, released in Drop), with
+    /// its memory: no Py_buffer to fill or free (the common case of
+    /// `transport.write(b"...")`). A raw reference rather than a Py: a Py's
+    /// drop first asks a thread-local whether the GIL is held, and this one
+    /// is always dropped with it.
+    Bytes(*mut ffi::PyObject, *const u8, usize),
     View(Box<ffi::Py_buffer>),
 }
 
@@ -268,7 +269,7 @@ impl SimpleBuffer {
         };
         if let Some((ptr, len)) = exact {
             return Ok(SimpleBuffer(BufferKind::Bytes(
-                obj.clone().unbind(),
+                obj.clone().into_ptr(),
                 ptr,
                 len,
             )));
@@ -314,10 +315,13 @@ impl SimpleBuffer {
 
 impl Drop for SimpleBuffer {
     fn drop(&mut self) {
-        if let BufferKind::View(view) = &mut self.0 {
+        match &mut self.0 {
+            // SAFETY: the reference was taken (into_ptr) in `get` and is
+            // released once; owners drop a SimpleBuffer only with the GIL held.
+            BufferKind::Bytes(obj, ..) => unsafe { ffi::Py_DECREF(*obj) },
             // SAFETY: the view was filled by a successful PyObject_GetBuffer
             // and is released once; owners drop it only with the GIL held.
-            unsafe { ffi::PyBuffer_Release(&mut **view) }
+            BufferKind::View(view) => unsafe { ffi::PyBuffer_Release(&mut **view) },
         }
     }
 }
@@ -331,14 +335,14 @@ pub struct ContextGuard {
 impl ContextGuard {
     /// Enter `ctx` (a Context object); None if it cannot be entered (not a
     /// Context, or already entered): the callbacks then run where they are.
-    pub fn enter(py: Python<'_>, ctx: &Py<PyAny>) -> Option<ContextGuard> {
+    pub fn enter(ctx: &Bound<'_, PyAny>) -> Option<ContextGuard> {
         let p = ctx.as_ptr();
-        // SAFETY: the GIL is held (py); p is a live object, kept alive by the
-        // caller for the guard's lifetime; PyContext_Enter checks its type.
+        // SAFETY: the GIL is held (ctx is bound); p is a live object, kept
+        // alive by the caller for the guard's lifetime; PyContext_Enter
+        // checks its type.
         unsafe {
             if ffi::PyContext_CheckExact(p) == 0 || ffi::PyContext_Enter(p) < 0 {
                 ffi::PyErr_Clear();
-                let _ = py;
                 return None;
             }
         }
@@ -388,11 +392,11 @@ pub fn new_uninit_bytes(py: Python<'_>, size: usize) -> Option<Py<PyBytes>> {
 /// objects take no weak references, and nothing else can reach them).
 /// Never on a free-threaded build, where the reference count of an object
 /// other threads have seen is not exact.
-pub fn bytes_unshared(py: Python<'_>, obj: &Py<PyBytes>) -> bool {
+pub fn bytes_unshared(obj: &Bound<'_, PyBytes>) -> bool {
     if cfg!(Py_GIL_DISABLED) {
         return false;
     }
-    let p = obj.bind(py).as_ptr();
+    let p = obj.as_ptr();
     // SAFETY: p is a live object (GIL held); only its header is read.
     unsafe {
         ffi::Py_REFCNT(p) == 1
@@ -403,12 +407,12 @@ pub fn bytes_unshared(py: Python<'_>, obj: &Py<PyBytes>) -> bool {
 /// Overwrite the contents of `obj` with `data` (same length), and forget its
 /// cached hash. Returns false (and changes nothing) if the lengths differ or
 /// `obj` may be seen by anyone else (`bytes_unshared`).
-pub fn refill_bytes(py: Python<'_>, obj: &Py<PyBytes>, data: &[u8]) -> bool {
-    let (ptr, len) = bytes_memory(py, obj);
-    if len != data.len() || !bytes_unshared(py, obj) {
+pub fn refill_bytes(obj: &Bound<'_, PyBytes>, data: &[u8]) -> bool {
+    let (ptr, len) = bytes_memory(obj.py(), obj.as_unbound());
+    if len != data.len() || !bytes_unshared(obj) {
         return false;
     }
-    let p = obj.bind(py).as_ptr() as *mut ffi::PyBytesObject;
+    let p = obj.as_ptr() as *mut ffi::PyBytesObject;
     // SAFETY: GIL held; obj is an exact bytes object of `len` bytes that only
     // the caller refers to (checked above), so no one can observe it change.
     // Its hash, cached by hash(), no longer matches: -1 means "not computed".
@@ -467,5 +471,134 @@ pub fn resize_bytes(py: Python<'_>, obj: Py<PyBytes>, n: usize) -> PyResult<Py<P
             return Err(PyErr::fetch(py));
         }
         Ok(Bound::from_owned_ptr(py, p).unbind())
+    }
+}
+
+/// A native method taking one argument (positionally or by its keyword),
+/// bound to one object, for the hottest calls from Python (a transport's
+/// `write(data)`): the argument check is two comparisons instead of PyO3's
+/// general extractor, which cost about 130 instructions per call in the
+/// 1 KiB echo profile. The function behind it is a
+/// `METH_FASTCALL | METH_KEYWORDS` one that hands its arguments to
+/// [`one_arg_call`].
+pub struct FastMethod(ffi::PyMethodDef);
+
+// SAFETY: the definition is never written after construction; its pointers
+// are to 'static C strings and a function, valid from any thread.
+unsafe impl Sync for FastMethod {}
+
+/// What a [`FastMethod`] does once its argument is checked: `slf` is the
+/// object it is bound to.
+pub type FastBody = for<'py> fn(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<Py<PyAny>>;
+
+impl FastMethod {
+    pub const fn new(
+        name: &'static std::ffi::CStr,
+        doc: &'static std::ffi::CStr,
+        f: ffi::PyCFunctionFastWithKeywords,
+    ) -> FastMethod {
+        FastMethod(ffi::PyMethodDef {
+            ml_name: name.as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: f,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: doc.as_ptr(),
+        })
+    }
+
+    /// The method bound to `slf` (a `builtin_function_or_method`).
+    pub fn bind<'py>(&'static self, slf: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let def = &self.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef;
+        // SAFETY: the definition is 'static and CPython only reads it; slf is
+        // live, and the new function object holds its own reference to it.
+        unsafe {
+            Bound::from_owned_ptr_or_err(
+                slf.py(),
+                ffi::PyCFunction_NewEx(def, slf.as_ptr(), std::ptr::null_mut()),
+            )
+        }
+    }
+}
+
+/// The body of a [`FastMethod`]'s function: accepts exactly one argument,
+/// positionally or as keyword `kw`, with CPython's TypeErrors otherwise, and
+/// runs `body` with it. Errors are raised, a panic becomes PanicException.
+///
+/// # Safety
+/// Only as the direct implementation of a `METH_FASTCALL | METH_KEYWORDS`
+/// function, called by CPython with the GIL held: `slf` is the bound object,
+/// `args` holds `nargs` positional arguments followed by one value per name
+/// in `kwnames` (a tuple of str, or NULL).
+pub unsafe fn one_arg_call(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+    name: &str,
+    kw: &str,
+    body: FastBody,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls METH_FASTCALL functions with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: kwnames is a tuple when not NULL (the calling convention).
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
+    };
+    let arg = if nargs == 1 && nkw == 0 {
+        // SAFETY: one positional argument is at args[0].
+        Ok(unsafe { *args })
+    } else if nargs == 0 && nkw == 1 {
+        // SAFETY: kwnames has one item, a str; its value is at args[0].
+        let key = unsafe { Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0)) };
+        if key.extract::<&str>().is_ok_and(|k| k == kw) {
+            // SAFETY: the keyword's value is at args[0] (no positionals).
+            Ok(unsafe { *args })
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "{name}() got an unexpected keyword argument {}",
+                key.repr().map(|r| r.to_string()).unwrap_or_default()
+            )))
+        }
+    } else if nargs == 0 && nkw == 0 {
+        Err(PyTypeError::new_err(format!(
+            "{name}() missing 1 required positional argument: '{kw}'"
+        )))
+    } else if nargs > 1 {
+        Err(PyTypeError::new_err(format!(
+            "{name}() takes 1 positional argument but {nargs} were given"
+        )))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{name}() got multiple values for argument '{kw}'"
+        )))
+    };
+    let result = arg.and_then(|arg| {
+        // SAFETY: slf and arg are live objects borrowed for this call.
+        let (slf, arg) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, slf),
+                Bound::from_borrowed_ptr(py, arg),
+            )
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&slf, &arg))).unwrap_or_else(
+            |payload| {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic in native code".to_owned());
+                Err(pyo3::panic::PanicException::new_err(msg))
+            },
+        )
+    });
+    match result {
+        Ok(obj) => obj.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
     }
 }

@@ -222,22 +222,22 @@ impl State {
 
     /// A `bytes` holding `data`: the spare one refilled when it has the
     /// same length, else a new one.
-    pub(crate) fn bytes_for(&self, py: Python<'_>, data: &[u8]) -> Py<PyBytes> {
-        let spare = self.spare_bytes.lock().take();
+    pub(crate) fn bytes_for<'py>(&self, py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
+        let spare = self.spare_bytes.lock().take().map(|b| b.into_bound(py));
         match spare {
-            Some(b) if capi::refill_bytes(py, &b, data) => b,
+            Some(b) if capi::refill_bytes(&b, data) => b,
             other => {
-                *self.spare_bytes.lock() = other;
-                PyBytes::new(py, data).unbind()
+                *self.spare_bytes.lock() = other.map(Bound::unbind);
+                PyBytes::new(py, data)
             }
         }
     }
 
     /// Keep `b` (from `bytes_for`) for the next read, if nobody else kept
     /// it and it is small; a larger one is freed as usual.
-    pub(crate) fn recycle_bytes(&self, py: Python<'_>, b: Py<PyBytes>) {
-        if capi::bytes_unshared(py, &b) && b.bind(py).as_bytes().len() <= SPARE_BYTES_MAX {
-            let old = self.spare_bytes.lock().replace(b);
+    pub(crate) fn recycle_bytes(&self, b: Bound<'_, PyBytes>) {
+        if capi::bytes_unshared(&b) && b.as_bytes().len() <= SPARE_BYTES_MAX {
+            let old = self.spare_bytes.lock().replace(b.unbind());
             drop(old);
         }
     }

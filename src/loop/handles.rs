@@ -327,6 +327,6 @@ pub fn _run_in_context<'py>(
     func: &Bound<'py, PyAny>,
     args: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let _entered = crate::r#loop::capi::ContextGuard::enter(py, &ctx);
+    let _entered = crate::r#loop::capi::ContextGuard::enter(ctx.bind(py));
     func.call1(args)
 }

@@ -254,7 +254,7 @@ impl DatagramReader {
         let _entered = self
             .context
             .as_ref()
-            .and_then(|c| super::capi::ContextGuard::enter(py, c));
+            .and_then(|c| super::capi::ContextGuard::enter(c.bind(py)));
         if let Err(e) = self.read(py) {
             if let Some(st) = self.st.upgrade() {
                 if crate::r#loop::core::must_leave_loop(py, &e) {

@@ -202,13 +202,13 @@ impl Reader {
             if !g.buffered || g.conn_lost > 0 {
                 return None;
             }
-            let proto = g.protocol.as_ref()?.clone_ref(py);
+            let proto = g.protocol.as_ref()?.bind(py).clone();
             g.in_alloc = true;
             proto
         };
         let ctx = sh.context(py);
-        let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
-        match get_buffer(proto.bind(py)) {
+        let _entered = ctx.as_ref().and_then(ContextGuard::enter);
+        match get_buffer(&proto) {
             Ok(buf) => {
                 let (ptr, len) = (buf.as_slice().as_ptr() as *mut u8, buf.as_slice().len());
                 self.app_buf = Some(buf);
@@ -330,7 +330,7 @@ impl StreamHandler for Reader {
         // SAFETY: the GIL is held (ensure_gil above).
         let py = unsafe { Python::assume_attached() };
         let ctx = sh.context(py);
-        let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
+        let _entered = ctx.as_ref().and_then(ContextGuard::enter);
         let buffered = sh.inner.lock().buffered;
         match result {
             // Read in place: as asyncio, buffer_updated() goes to whichever
@@ -351,7 +351,7 @@ impl StreamHandler for Reader {
             Ok(data) => {
                 self.last = data.len();
                 match self.take_fresh(py, data) {
-                    Some(Ok(obj)) => sh.data_received_obj(py, obj),
+                    Some(Ok(obj)) => sh.data_received_obj(py, obj.bind(py)),
                     Some(Err(e)) => {
                         sh.protocol_error(py, e, "Fatal read error on socket transport")
                     }
@@ -379,12 +379,22 @@ impl HandleOwner for Shared {
 }
 
 impl Shared {
-    fn context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.lock().context.as_ref().map(|c| c.clone_ref(py))
+    // Bound, not Py: dropping a Py<T> first asks a thread-local whether the
+    // GIL is held (about 11 instructions each, several times per read).
+    fn context<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.inner
+            .lock()
+            .context
+            .as_ref()
+            .map(|c| c.bind(py).clone())
     }
 
-    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inner.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+    fn protocol<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.inner
+            .lock()
+            .protocol
+            .as_ref()
+            .map(|p| p.bind(py).clone())
     }
 
     fn transport(&self, py: Python<'_>) -> Py<PyAny> {
@@ -407,7 +417,7 @@ impl Shared {
             if self.inner.lock().conn_lost > 0 {
                 return;
             }
-            let buf = match get_buffer(proto.bind(py)) {
+            let buf = match get_buffer(&proto) {
                 Ok(b) => b,
                 Err(e) => {
                     self.protocol_error(py, e, "Fatal error: protocol.get_buffer() call failed.");
@@ -431,21 +441,17 @@ impl Shared {
             return;
         }
         let bytes = self.st.bytes_for(py, data);
-        let kept = bytes.clone_ref(py);
-        self.data_received_obj(py, bytes.into_any());
+        self.data_received_obj(py, bytes.as_any());
         // Reused only if the protocol kept no reference to it.
-        self.st.recycle_bytes(py, kept);
+        self.st.recycle_bytes(bytes);
     }
 
     /// `data_received(bytes)` with a bytes object already made.
-    fn data_received_obj(&self, py: Python<'_>, bytes: Py<PyAny>) {
+    fn data_received_obj(&self, py: Python<'_>, bytes: &Bound<'_, PyAny>) {
         let Some(proto) = self.protocol(py) else {
             return;
         };
-        if let Err(e) = proto
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "data_received"), (bytes,))
-        {
+        if let Err(e) = proto.call_method1(pyo3::intern!(py, "data_received"), (bytes,)) {
             self.protocol_error(py, e, "Fatal error: protocol.data_received() call failed.");
         }
     }
@@ -454,10 +460,7 @@ impl Shared {
         let Some(proto) = self.protocol(py) else {
             return;
         };
-        if let Err(e) = proto
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "buffer_updated"), (n,))
-        {
+        if let Err(e) = proto.call_method1(pyo3::intern!(py, "buffer_updated"), (n,)) {
             self.protocol_error(py, e, "Fatal error: protocol.buffer_updated() call failed.");
         }
     }
@@ -486,7 +489,7 @@ impl Shared {
                     return;
                 }
             }
-            let res = proto.bind(py).call_method0("eof_received");
+            let res = proto.call_method0("eof_received");
             match res {
                 Err(e) if must_leave_loop(py, &e) => self.st.fail(e),
                 Err(e) => {
@@ -496,7 +499,7 @@ impl Shared {
             }
             return;
         }
-        match proto.bind(py).call_method0("eof_received") {
+        match proto.call_method0("eof_received") {
             Ok(keep_open) => match keep_open.is_truthy() {
                 Ok(true) => self.stop_reading(),
                 Ok(false) => self.or_fail(self.close(py)),
@@ -652,7 +655,7 @@ impl Shared {
             // In the transport's context, as every protocol callback (also
             // when a write() from another context crosses the high mark).
             let ctx = self.context(py);
-            let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
+            let _entered = ctx.as_ref().and_then(ContextGuard::enter);
             if let Err(e) = p.bind(py).call_method0("pause_writing") {
                 self.flow_error(py, e, "protocol.pause_writing() failed");
             }
@@ -671,7 +674,7 @@ impl Shared {
         };
         if let Some(p) = proto {
             let ctx = self.context(py);
-            let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
+            let _entered = ctx.as_ref().and_then(ContextGuard::enter);
             if let Err(e) = p.bind(py).call_method0("resume_writing") {
                 self.flow_error(py, e, "protocol.resume_writing() failed");
             }
@@ -700,7 +703,7 @@ impl Shared {
     /// A uv_write finished.
     fn on_write_done(&self, py: Python<'_>, res: Result<(), UvError>) {
         let ctx = self.context(py);
-        let _entered = ctx.as_ref().and_then(|c| ContextGuard::enter(py, c));
+        let _entered = ctx.as_ref().and_then(ContextGuard::enter);
         let (lose, waiters) = {
             let mut g = self.inner.lock();
             g.pending_writes = g.pending_writes.saturating_sub(1);
@@ -800,6 +803,31 @@ impl TcpTransportCore {
 
 /// The buffer of `data` if it is one of the bytes-like types asyncio's
 /// transports accept (TypeError otherwise; BufferError for a strided view).
+/// `TcpTransportCore.write`, as the builtin method `_fast_write` returns.
+static WRITE: capi::FastMethod = capi::FastMethod::new(
+    c"write",
+    c"write(data): send data, as asyncio's Transport.write().",
+    write_fast,
+);
+
+unsafe extern "C" fn write_fast(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: this is WRITE's METH_FASTCALL | METH_KEYWORDS function, and
+    // CPython calls it as such; WRITE is only ever bound to a core.
+    unsafe {
+        capi::one_arg_call(slf, args, nargs, kwnames, "write", "data", |slf, data| {
+            slf.cast::<TcpTransportCore>()?
+                .get()
+                .write(slf.py(), data)?;
+            Ok(slf.py().None())
+        })
+    }
+}
+
 fn bytes_like(data: &Bound<'_, PyAny>) -> PyResult<SimpleBuffer> {
     if !(data.is_instance_of::<PyBytes>()
         || data.is_instance_of::<PyByteArray>()
@@ -973,7 +1001,6 @@ impl TcpTransportCore {
         Ok(TcpTransportCore::wrap(sh))
     }
 
-    /// Attach the protocol and the Python transport wrapper.
     /// Attach the protocol, the Python wrapper and the context the
     /// protocol's callbacks run in.
     #[pyo3(signature = (protocol, transport, buffered, context=None))]
@@ -1006,6 +1033,12 @@ impl TcpTransportCore {
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check_no_sendfile()?;
         self._write_internal(py, data)
+    }
+
+    /// `write` bound to this core as a builtin method with its own argument
+    /// check (see `capi::FastMethod`): the transport wrapper's `write`.
+    fn _fast_write<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        WRITE.bind(slf.as_any())
     }
 
     /// `write()` without the sendfile check (the sendfile fallback's own writes).
@@ -1154,7 +1187,9 @@ impl TcpTransportCore {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        self.sh.protocol(py).unwrap_or_else(|| py.None())
+        self.sh
+            .protocol(py)
+            .map_or_else(|| py.None(), Bound::unbind)
     }
 
     /// The socket's file descriptor (for get_extra_info), or -1 once closed.
