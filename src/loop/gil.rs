@@ -40,6 +40,11 @@ impl SavedThread {
 
     /// Re-acquire the GIL if `release()` gave it up. Idempotent.
     pub fn ensure(&self) {
+        // A plain load first: this runs several times per read, and a swap is
+        // a locked instruction even when there is nothing to restore.
+        if self.ts.load(Ordering::Relaxed).is_null() {
+            return;
+        }
         let ts = self.ts.swap(ptr::null_mut(), Ordering::Relaxed);
         if !ts.is_null() {
             // SAFETY: ts was returned by PyEval_SaveThread on this same thread

@@ -174,23 +174,13 @@ impl Reader {
         self.fresh.as_ref().map(|obj| capi::bytes_memory(py, obj))
     }
 
-    /// The bytes object holding the `n` bytes just read at `data`, if it was
-    /// a fresh one: shrunk to `n` and handed over.
-    fn take_fresh(&mut self, py: Python<'_>, data: &[u8]) -> Option<PyResult<Py<PyAny>>> {
-        let (base, _) = capi::bytes_memory(py, self.fresh.as_ref()?);
-        if !std::ptr::eq(base as *const u8, data.as_ptr()) {
-            return None;
-        }
-        // Only this reader ever referred to it: shrinking in place is safe.
-        let obj = self.fresh.take()?;
-        Some(capi::resize_bytes(py, obj, data.len()))
-    }
-
     /// `get_buffer(-1)` of a BufferedProtocol, for libuv to read into; None
     /// when the protocol is not buffered (or there is none any more).
     /// Err(()): get_buffer() failed (reported): no read this time.
     fn app_buffer(&mut self) -> Option<Result<(*mut u8, usize), ()>> {
-        let sh = self.sh.clone();
+        // A borrow, not an Arc clone (two atomic operations per read): the
+        // fields assigned below are disjoint from `sh`.
+        let sh = &*self.sh;
         if sh.st.closed() {
             return None;
         }
@@ -261,6 +251,22 @@ fn get_buffer(proto: &Bound<'_, PyAny>) -> PyResult<SimpleBuffer> {
     Ok(buf)
 }
 
+/// The bytes object holding the bytes just read at `data`, if it was the
+/// reader's fresh one: shrunk to their length and handed over.
+fn take_fresh(
+    fresh: &mut Option<Py<PyBytes>>,
+    py: Python<'_>,
+    data: &[u8],
+) -> Option<PyResult<Py<PyAny>>> {
+    let (base, _) = capi::bytes_memory(py, fresh.as_ref()?);
+    if !std::ptr::eq(base as *const u8, data.as_ptr()) {
+        return None;
+    }
+    // Only this reader ever referred to it: shrinking in place is safe.
+    let obj = fresh.take()?;
+    Some(capi::resize_bytes(py, obj, data.len()))
+}
+
 impl StreamHandler for Reader {
     fn alloc(&mut self, _suggested: usize) -> &mut [u8] {
         match self.app_buffer() {
@@ -311,8 +317,9 @@ impl StreamHandler for Reader {
     }
 
     fn on_read(&mut self, result: Result<&[u8], UvError>) {
-        let sh = self.sh.clone();
         let in_place = self.end_alloc().is_some();
+        // A borrow, not an Arc clone, as in app_buffer.
+        let sh = &*self.sh;
         if std::mem::take(&mut self.alloc_failed) {
             // get_buffer() failed in alloc (reported there); this is libuv's
             // UV_ENOBUFS for the empty buffer.
@@ -350,7 +357,7 @@ impl StreamHandler for Reader {
             }
             Ok(data) => {
                 self.last = data.len();
-                match self.take_fresh(py, data) {
+                match take_fresh(&mut self.fresh, py, data) {
                     Some(Ok(obj)) => sh.data_received_obj(py, obj.bind(py)),
                     Some(Err(e)) => {
                         sh.protocol_error(py, e, "Fatal read error on socket transport")
