@@ -10,6 +10,7 @@ with the functions that cost the most.
 
     python3 bench/instructions.py uvrs --mode proto --net unix --size 1k
     python3 bench/instructions.py uvloop --mode buffered --net tcp --size 100k
+    python3 bench/instructions.py uvrs --mode http
 
 User space only: the kernel's share (about 80-87 % of a 1 KiB echo server's
 CPU here) is not in the count. Needs valgrind and the kit's ``.bench-venv``.
@@ -36,7 +37,8 @@ LOADGEN = os.path.join(VENV, ".loadgen-target", "release", "loadgen")
 
 
 def run_load(client_addr: list[str], args: argparse.Namespace, seconds: int) -> int:
-    out = subprocess.run([LOADGEN, "echo", *client_addr, "-c", str(args.conns), "-s", args.size,
+    kind = "http" if args.mode == "http" else "echo"
+    out = subprocess.run([LOADGEN, kind, *client_addr, "-c", str(args.conns), "-s", args.size,
                           "-d", str(seconds), "-w", "0", "--json"],
                          check=True, capture_output=True, text=True).stdout
     return int(json.loads(out.strip().splitlines()[-1])["requests"])
@@ -45,16 +47,20 @@ def run_load(client_addr: list[str], args: argparse.Namespace, seconds: int) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("loop", help="asyncio, uvloop, rloop or uvrs")
-    p.add_argument("--mode", default="proto", choices=["proto", "buffered", "streams", "sockets"])
+    p.add_argument("--mode", default="proto",
+                   choices=["proto", "buffered", "streams", "sockets", "http"],
+                   help="an echo server mode, or http (the kit's httptools server)")
     p.add_argument("--net", default="tcp", choices=["unix", "tcp"])
     p.add_argument("--size", default="1k")
-    p.add_argument("--conns", type=int, default=10)
+    p.add_argument("--conns", type=int, help="connections (default: 10, http 16, as the kit)")
     p.add_argument("--warmup", type=int, default=3, help="seconds of load before counting")
     p.add_argument("--duration", type=int, default=8, help="seconds of load counted")
     p.add_argument("--port", type=int, default=25290)
     p.add_argument("--top", type=int, default=15, help="functions listed (0: none)")
     p.add_argument("--python", default=os.path.join(VENV, "bin", "python"))
     args = p.parse_args(argv)
+    if args.conns is None:
+        args.conns = 16 if args.mode == "http" else 10
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
             p.error(f"{tool} not found (install valgrind)")
@@ -68,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         server_addr = f"127.0.0.1:{args.port}"
         client_addr = ["--addr", server_addr]
+    if args.mode == "http":
+        server_cmd = [os.path.join(KIT, "servers", "http.py")]
+    else:
+        server_cmd = [os.path.join(KIT, "servers", "echo.py"), f"--{args.mode}"]
     out_file = os.path.join(work, "callgrind.out")
     log = open(os.path.join(work, "server.log"), "w+")
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}",
-         args.python, os.path.join(KIT, "servers", "echo.py"), f"--{args.mode}",
-         "--loop", args.loop, "--addr", server_addr],
+         args.python, *server_cmd, "--loop", args.loop, "--addr", server_addr],
         stdout=log, stderr=subprocess.STDOUT, cwd=work)
     try:
         deadline = time.monotonic() + 120

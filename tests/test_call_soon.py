@@ -367,3 +367,66 @@ def test_exception_objects_released_after_handler(loop):
 
 def _noop_cb(*args):
     pass
+
+
+# Argument forms of the four scheduling methods, checked as CPython checks
+# asyncio's Python signatures: the messages differ only in the qualified name
+# before "()" (BaseEventLoop.call_soon() / LoopCore.call_soon()).
+_SCHEDULERS = {
+    "call_soon": ("callback",),
+    "call_soon_threadsafe": ("callback",),
+    "call_later": ("delay", "callback"),
+    "call_at": ("when", "callback"),
+}
+
+
+def _lead_values(loop, names, cb):
+    return [loop.time() if n == "when" else 0 if n == "delay" else cb for n in names]
+
+
+@pytest.mark.parametrize("meth", sorted(_SCHEDULERS))
+def test_scheduling_methods_take_keywords_as_python_would(loop, meth):
+    names = _SCHEDULERS[meth]
+    out = []
+    cb = out.append
+    ctx = contextvars.copy_context()
+    f = getattr(loop, meth)
+    vals = _lead_values(loop, names, cb)
+    # positional, all by keyword, mixed, with extra *args and context=
+    f(*_lead_values(loop, names, lambda: out.append("pos")))
+    f(**dict(zip(names, _lead_values(loop, names, lambda: out.append("kw")))))
+    f(*vals, "args")
+    f(*vals, "ctx", context=ctx)
+    f(*vals, "none-ctx", context=None)
+    run_briefly(loop)
+    run_briefly(loop)
+    assert sorted(map(str, out)) == sorted(["pos", "kw", "args", "ctx", "none-ctx"])
+
+
+@pytest.mark.parametrize("meth", sorted(_SCHEDULERS))
+def test_scheduling_methods_reject_bad_forms_with_cpythons_messages(loop, meth):
+    names = _SCHEDULERS[meth]
+    f = getattr(loop, meth)
+    vals = _lead_values(loop, names, lambda: None)
+    missing_all = (f"missing 1 required positional argument: '{names[0]}'" if len(names) == 1
+                   else f"missing 2 required positional arguments: '{names[0]}' and '{names[1]}'")
+    cases = [
+        ((), {}, missing_all),
+        ((), {"x": 1}, "got an unexpected keyword argument 'x'"),
+        ((*vals, 1), {"callback": print}, "got multiple values for argument 'callback'"),
+        ((), {"callback": print, "nope": 1}, "got an unexpected keyword argument 'nope'"),
+    ]
+    if len(names) == 2:
+        cases.append(((), {"callback": print},
+                      f"missing 1 required positional argument: '{names[0]}'"))
+    for args, kwargs, tail in cases:
+        with pytest.raises(TypeError) as ei:
+            f(*args, **kwargs)
+        msg = str(ei.value)
+        assert msg.endswith(f"{meth}() {tail}"), msg
+    # The loop schedules as before after the failed calls.
+    out = []
+    f(*_lead_values(loop, names, lambda: out.append(1)))
+    run_briefly(loop)
+    run_briefly(loop)
+    assert out == [1]

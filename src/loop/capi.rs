@@ -507,6 +507,29 @@ impl FastMethod {
         })
     }
 
+    /// The method's name.
+    pub fn name(&self) -> &'static str {
+        // SAFETY: ml_name is one of the 'static C string literals given to new().
+        unsafe { std::ffi::CStr::from_ptr(self.0.ml_name) }
+            .to_str()
+            .unwrap_or("")
+    }
+
+    /// The method as a descriptor of `ty` (a `method_descriptor`, as the
+    /// methods of builtin types are): set on the type, instances look it up
+    /// like any method, and CPython checks that `self` is a `ty`.
+    pub fn descriptor<'py>(&'static self, ty: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+        let def = &self.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef;
+        // SAFETY: the definition is 'static and CPython only reads it; ty is a
+        // live type object, which the descriptor references.
+        unsafe {
+            Bound::from_owned_ptr_or_err(
+                ty.py(),
+                ffi::PyDescr_NewMethod(ty.as_ptr() as *mut ffi::PyTypeObject, def),
+            )
+        }
+    }
+
     /// The method bound to `slf` (a `builtin_function_or_method`).
     pub fn bind<'py>(&'static self, slf: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let def = &self.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef;
@@ -583,17 +606,25 @@ pub unsafe fn one_arg_call(
                 Bound::from_borrowed_ptr(py, arg),
             )
         };
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&slf, &arg))).unwrap_or_else(
-            |payload| {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic in native code".to_owned());
-                Err(pyo3::panic::PanicException::new_err(msg))
-            },
-        )
+        guarded(|| body(&slf, &arg))
     });
+    into_return(py, result)
+}
+
+/// Run `f`, turning a panic into PanicException (as PyO3's trampoline does).
+fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic in native code".to_owned());
+        Err(pyo3::panic::PanicException::new_err(msg))
+    })
+}
+
+/// A C function's return value: a new reference, or NULL with the error set.
+fn into_return(py: Python<'_>, result: PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
     match result {
         Ok(obj) => obj.into_ptr(),
         Err(e) => {
@@ -601,4 +632,153 @@ pub unsafe fn one_arg_call(
             std::ptr::null_mut()
         }
     }
+}
+
+/// The arguments of a call to an asyncio scheduling method,
+/// `f(lead..., *args, context=None)`: the named leading parameters (`lead`
+/// ends with `callback`), the tuple of the rest, and `context`.
+pub struct ScheduleArgs<'py> {
+    pub lead: [Option<Bound<'py, PyAny>>; 2],
+    pub args: Bound<'py, PyTuple>,
+    pub context: Option<Bound<'py, PyAny>>,
+}
+
+/// A new tuple of the borrowed objects `items`.
+///
+/// # Safety
+/// Every pointer in `items` is a live object (borrowed; the tuple takes its
+/// own references) and the GIL is held.
+unsafe fn tuple_of<'py>(
+    py: Python<'py>,
+    items: &[*mut ffi::PyObject],
+) -> PyResult<Bound<'py, PyTuple>> {
+    if items.is_empty() {
+        return Ok(PyTuple::empty(py));
+    }
+    // SAFETY: the GIL is held; a new tuple's items are set exactly once each,
+    // with references of their own, before it is shared.
+    unsafe {
+        let t = ffi::PyTuple_New(items.len() as ffi::Py_ssize_t);
+        if t.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for (i, &o) in items.iter().enumerate() {
+            ffi::Py_INCREF(o);
+            ffi::PyTuple_SET_ITEM(t, i as ffi::Py_ssize_t, o);
+        }
+        Ok(Bound::from_owned_ptr(py, t).cast_into_unchecked())
+    }
+}
+
+/// The body of a scheduling method (`call_soon`, `call_later`...): checks
+/// the arguments of a `METH_FASTCALL | METH_KEYWORDS` call against
+/// `qualname(names..., *args, context=None)` as CPython would check a Python
+/// function with that signature (the same TypeErrors, in the same order),
+/// then runs `body`. `names` has one or two entries.
+///
+/// # Safety
+/// As [`one_arg_call`]: only as the direct implementation of a
+/// `METH_FASTCALL | METH_KEYWORDS` function, called by CPython with the GIL.
+pub unsafe fn schedule_call(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+    qualname: &str,
+    names: &[&str],
+    body: for<'py> fn(&Bound<'py, PyAny>, ScheduleArgs<'py>) -> PyResult<Py<PyAny>>,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls METH_FASTCALL functions with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let nargs = nargs.max(0) as usize;
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: kwnames is a tuple when not NULL (the calling convention).
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+    };
+    // SAFETY: args holds nargs positionals, then one value per keyword name,
+    // each a live object borrowed for the duration of the call.
+    let all = unsafe { std::slice::from_raw_parts(args, nargs + nkw) };
+    // SAFETY: only called with pointers from `all`, `slf` or `kwnames`: live
+    // objects the caller lends for the duration of the call.
+    let arg = |p: *mut ffi::PyObject| unsafe { Bound::from_borrowed_ptr(py, p) };
+    let n = names.len();
+    if nkw == 0 && nargs >= n {
+        // The common form, all positional: nothing to look up or report.
+        let slf = arg(slf);
+        let lead = [Some(arg(all[0])), (n > 1).then(|| arg(all[1]))];
+        // SAFETY: the positionals after the named ones, live (see `all`).
+        let result = unsafe { tuple_of(py, &all[n..]) }.and_then(|rest| {
+            guarded(|| {
+                body(
+                    &slf,
+                    ScheduleArgs {
+                        lead,
+                        args: rest,
+                        context: None,
+                    },
+                )
+            })
+        });
+        return into_return(py, result);
+    }
+    let parsed = (|| {
+        let mut lead: [Option<Bound<'_, PyAny>>; 2] = [None, None];
+        for (slot, &p) in lead.iter_mut().zip(&all[..n.min(nargs)]) {
+            *slot = Some(arg(p));
+        }
+        // SAFETY: the positionals after the named ones, live (see `all`).
+        let rest = unsafe { tuple_of(py, &all[n.min(nargs)..nargs])? };
+        let mut context = None;
+        if nkw > 0 {
+            // SAFETY: kwnames is a tuple of str (the calling convention).
+            let kwnames = unsafe { arg(kwnames).cast_into_unchecked::<PyTuple>() };
+            let context_name = pyo3::intern!(py, "context");
+            for (key, &value) in kwnames.iter().zip(&all[nargs..]) {
+                let slot = if key.is(context_name) || key.eq(context_name)? {
+                    Some(&mut context)
+                } else {
+                    let k = key.cast::<pyo3::types::PyString>()?.to_str()?;
+                    names.iter().position(|nm| *nm == k).map(|i| &mut lead[i])
+                };
+                match slot {
+                    Some(slot) if slot.is_none() => *slot = Some(arg(value)),
+                    Some(_) => {
+                        return Err(PyTypeError::new_err(format!(
+                            "{qualname}() got multiple values for argument '{key}'"
+                        )))
+                    }
+                    None => {
+                        return Err(PyTypeError::new_err(format!(
+                            "{qualname}() got an unexpected keyword argument '{key}'"
+                        )))
+                    }
+                }
+            }
+        }
+        if lead[..n].iter().any(Option::is_none) {
+            let missing: Vec<String> = (0..n)
+                .filter(|&i| lead[i].is_none())
+                .map(|i| format!("'{}'", names[i]))
+                .collect();
+            let k = missing.len();
+            let (noun, list) = if k == 1 {
+                ("argument", missing[0].clone())
+            } else {
+                ("arguments", missing.join(" and "))
+            };
+            return Err(PyTypeError::new_err(format!(
+                "{qualname}() missing {k} required positional {noun}: {list}"
+            )));
+        }
+        Ok(ScheduleArgs {
+            lead,
+            args: rest,
+            // context=None is no context, as the Python signature's default.
+            context: context.filter(|c| !c.is_none()),
+        })
+    })();
+    let slf = arg(slf);
+    into_return(py, parsed.and_then(|a| guarded(|| body(&slf, a))))
 }
