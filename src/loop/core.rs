@@ -1282,14 +1282,7 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let st = &slf.get().st;
-        st.check_closed()?;
-        let debug = st.is_debug();
-        if debug {
-            st.check_thread()?;
-            check_callback(callback, "call_soon")?;
-        }
-        Self::queue_handle(slf, callback, args, context, debug)
+        Self::queue_checked(slf, callback, args, context, "call_soon")
     }
 
     pub(crate) fn call_soon_threadsafe<'py>(
@@ -1298,17 +1291,33 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let h = Self::queue_checked(slf, callback, args, context, "call_soon_threadsafe")?;
         let st = &slf.get().st;
-        st.check_closed()?;
-        let debug = st.is_debug();
-        if debug {
-            check_callback(callback, "call_soon_threadsafe")?;
-        }
-        let h = Self::queue_handle(slf, callback, args, context, debug)?;
         if !st.on_loop_thread() {
             st.wake();
         }
         Ok(h)
+    }
+
+    /// asyncio's checks of `call_soon` (`call_soon_threadsafe` skips the
+    /// thread check), then the handle is queued.
+    fn queue_checked<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+        method: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let st = &slf.get().st;
+        st.check_closed()?;
+        let debug = st.is_debug();
+        if debug {
+            if method == "call_soon" {
+                st.check_thread()?;
+            }
+            check_callback(callback, method)?;
+        }
+        Self::queue_handle(slf, callback, args, context, debug)
     }
 
     pub(crate) fn call_later<'py>(
