@@ -704,81 +704,94 @@ pub unsafe fn schedule_call(
     // objects the caller lends for the duration of the call.
     let arg = |p: *mut ffi::PyObject| unsafe { Bound::from_borrowed_ptr(py, p) };
     let n = names.len();
-    if nkw == 0 && nargs >= n {
-        // The common form, all positional: nothing to look up or report.
-        let slf = arg(slf);
-        let lead = [Some(arg(all[0])), (n > 1).then(|| arg(all[1]))];
-        // SAFETY: the positionals after the named ones, live (see `all`).
-        let result = unsafe { tuple_of(py, &all[n..]) }.and_then(|rest| {
-            guarded(|| {
-                body(
-                    &slf,
-                    ScheduleArgs {
-                        lead,
-                        args: rest,
-                        context: None,
-                    },
-                )
-            })
-        });
-        return into_return(py, result);
-    }
+    let npos = n.min(nargs);
     let parsed = (|| {
         let mut lead: [Option<Bound<'_, PyAny>>; 2] = [None, None];
-        for (slot, &p) in lead.iter_mut().zip(&all[..n.min(nargs)]) {
+        for (slot, &p) in lead.iter_mut().zip(&all[..npos]) {
             *slot = Some(arg(p));
         }
         // SAFETY: the positionals after the named ones, live (see `all`).
-        let rest = unsafe { tuple_of(py, &all[n.min(nargs)..nargs])? };
-        let mut context = None;
-        if nkw > 0 {
+        let rest = unsafe { tuple_of(py, &all[npos..nargs])? };
+        let context = if nkw == 0 {
+            None
+        } else {
             // SAFETY: kwnames is a tuple of str (the calling convention).
             let kwnames = unsafe { arg(kwnames).cast_into_unchecked::<PyTuple>() };
-            let context_name = pyo3::intern!(py, "context");
-            for (key, &value) in kwnames.iter().zip(&all[nargs..]) {
-                let slot = if key.is(context_name) || key.eq(context_name)? {
-                    Some(&mut context)
-                } else {
-                    let k = key.cast::<pyo3::types::PyString>()?.to_str()?;
-                    names.iter().position(|nm| *nm == k).map(|i| &mut lead[i])
-                };
-                match slot {
-                    Some(slot) if slot.is_none() => *slot = Some(arg(value)),
-                    Some(_) => {
-                        return Err(PyTypeError::new_err(format!(
-                            "{qualname}() got multiple values for argument '{key}'"
-                        )))
-                    }
-                    None => {
-                        return Err(PyTypeError::new_err(format!(
-                            "{qualname}() got an unexpected keyword argument '{key}'"
-                        )))
-                    }
-                }
-            }
-        }
-        if lead[..n].iter().any(Option::is_none) {
-            let missing: Vec<String> = (0..n)
-                .filter(|&i| lead[i].is_none())
-                .map(|i| format!("'{}'", names[i]))
-                .collect();
-            let k = missing.len();
-            let (noun, list) = if k == 1 {
-                ("argument", missing[0].clone())
-            } else {
-                ("arguments", missing.join(" and "))
-            };
-            return Err(PyTypeError::new_err(format!(
-                "{qualname}() missing {k} required positional {noun}: {list}"
-            )));
+            let values = all[nargs..].iter().map(|&p| arg(p));
+            bind_keywords(&kwnames, values, qualname, names, &mut lead)?
+        };
+        // Only keywords can have left a leading parameter unset.
+        if nargs < n && lead[..n].iter().any(Option::is_none) {
+            return Err(missing_arguments(qualname, names, &lead));
         }
         Ok(ScheduleArgs {
             lead,
             args: rest,
-            // context=None is no context, as the Python signature's default.
-            context: context.filter(|c| !c.is_none()),
+            context,
         })
     })();
     let slf = arg(slf);
     into_return(py, parsed.and_then(|a| guarded(|| body(&slf, a))))
+}
+
+/// The keyword arguments of a scheduling call: each fills `context` or the
+/// leading parameter of its name, as CPython binds them; returns `context`
+/// (None when absent or None, the Python signature's default).
+#[cold]
+fn bind_keywords<'py>(
+    kwnames: &Bound<'py, PyTuple>,
+    values: impl Iterator<Item = Bound<'py, PyAny>>,
+    qualname: &str,
+    names: &[&str],
+    lead: &mut [Option<Bound<'py, PyAny>>; 2],
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let context_name = pyo3::intern!(kwnames.py(), "context");
+    let mut context = None;
+    for (key, value) in kwnames.iter().zip(values) {
+        let slot = if key.is(context_name) || key.eq(context_name)? {
+            Some(&mut context)
+        } else {
+            let k = key.cast::<pyo3::types::PyString>()?.to_str()?;
+            names.iter().position(|nm| *nm == k).map(|i| &mut lead[i])
+        };
+        match slot {
+            Some(slot) if slot.is_none() => *slot = Some(value),
+            Some(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "{qualname}() got multiple values for argument '{key}'"
+                )))
+            }
+            None => {
+                return Err(PyTypeError::new_err(format!(
+                    "{qualname}() got an unexpected keyword argument '{key}'"
+                )))
+            }
+        }
+    }
+    Ok(context.filter(|c| !c.is_none()))
+}
+
+/// CPython's TypeError for the leading parameters `lead` leaves unset.
+#[cold]
+fn missing_arguments(
+    qualname: &str,
+    names: &[&str],
+    lead: &[Option<Bound<'_, PyAny>>; 2],
+) -> PyErr {
+    let missing: Vec<String> = names
+        .iter()
+        .zip(lead)
+        .filter(|(_, v)| v.is_none())
+        .map(|(nm, _)| format!("'{nm}'"))
+        .collect();
+    let noun = if missing.len() == 1 {
+        "argument"
+    } else {
+        "arguments"
+    };
+    PyTypeError::new_err(format!(
+        "{qualname}() missing {} required positional {noun}: {}",
+        missing.len(),
+        missing.join(" and ")
+    ))
 }
