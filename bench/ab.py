@@ -33,11 +33,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-KIT = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench"))
-VENV = os.path.join(ROOT, ".bench-venv")
-TARGET = os.path.join(VENV, ".loadgen-target", "release")
+from _kit import KIT, LOADGEN, TARGET, VENV_PYTHON, wait_ready
+
 BASE_PORT = 25260
 
 
@@ -66,21 +63,11 @@ class Server:
         self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(["taskset", "-c", args.server_cpu, *cmd],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            self.log.seek(0)
-            if "READY" in self.log.read():
-                time.sleep(0.2)
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.log.seek(0)
-        self.stop()
-        raise SystemExit(f"ab.py: the {self.loop} server did not start:\n{self.log.read()}")
+        failed = wait_ready(self.proc, self.log, timeout=20, poll=0.05)
+        if failed is not None:
+            self.stop()
+            raise SystemExit(f"ab.py: the {self.loop} server did not start:\n{failed}")
+        time.sleep(0.2)
 
     def stop(self) -> None:
         self.proc.kill()
@@ -90,7 +77,7 @@ class Server:
 
 
 def loadgen(server: Server, args: argparse.Namespace) -> subprocess.Popen[str]:
-    cmd = [os.path.join(TARGET, "loadgen"), "echo", *server.client_addr,
+    cmd = [LOADGEN, "echo", *server.client_addr,
            "-c", str(args.conns), "-s", args.size, "-d", str(args.duration),
            "-w", str(args.warmup), "--json"]
     return subprocess.Popen(["taskset", "-c", args.client_cpu, *cmd],
@@ -131,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=BASE_PORT, help="TCP: A listens here, B on the next")
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--client-cpu", default="1")
-    p.add_argument("--python", default=os.path.join(VENV, "bin", "python"))
+    p.add_argument("--python", default=VENV_PYTHON)
     p.add_argument("--json", metavar="FILE", help="also write the repetitions and summary here")
     args = p.parse_args(argv)
     for tool in ("loadgen", "limit-server"):

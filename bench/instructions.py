@@ -29,11 +29,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-KIT = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench"))
-VENV = os.path.join(ROOT, ".bench-venv")
-LOADGEN = os.path.join(VENV, ".loadgen-target", "release", "loadgen")
+from _kit import KIT, LOADGEN, VENV_PYTHON, wait_ready
 
 
 def run_load(client_addr: list[str], args: argparse.Namespace, seconds: int) -> int:
@@ -57,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=8, help="seconds of load counted")
     p.add_argument("--port", type=int, default=25290)
     p.add_argument("--top", type=int, default=15, help="functions listed (0: none)")
-    p.add_argument("--python", default=os.path.join(VENV, "bin", "python"))
+    p.add_argument("--python", default=VENV_PYTHON)
     args = p.parse_args(argv)
     if args.conns is None:
         args.conns = 16 if args.mode == "http" else 10
@@ -85,15 +81,9 @@ def main(argv: list[str] | None = None) -> int:
          args.python, *server_cmd, "--loop", args.loop, "--addr", server_addr],
         stdout=log, stderr=subprocess.STDOUT, cwd=work)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            log.seek(0)
-            if "READY" in log.read():
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise SystemExit(f"instructions.py: the server did not start:\n{log.read()}")
-            time.sleep(0.5)
+        failed = wait_ready(server, log, timeout=120, poll=0.5)
+        if failed is not None:
+            raise SystemExit(f"instructions.py: the server did not start:\n{failed}")
         run_load(client_addr, args, args.warmup)
         ctl = ["callgrind_control"]
         subprocess.run([*ctl, "-i", "on", str(server.pid)], check=True, capture_output=True)
