@@ -12,6 +12,7 @@ fn _uvrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     r#loop::core::register(m)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_set_handle_types, m)?)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_cancel_handle, m)?)?;
+    m.add_function(wrap_pyfunction!(r#loop::handles::_retrack_context, m)?)?;
     m.add_function(wrap_pyfunction!(r#loop::handles::_run_in_context, m)?)?;
     m.add_function(wrap_pyfunction!(_live_counts, m)?)?;
     m.add_function(wrap_pyfunction!(transports::tls::_ssl_read_all, m)?)?;

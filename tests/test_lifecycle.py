@@ -103,6 +103,59 @@ def test_closed_loop_is_garbage_collected(flavor):
     assert ref() is None
 
 
+def _collect_quietly():
+    # An unclosed loop warns when collected, and its pending tasks log.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def test_unclosed_loop_with_pending_timer_is_collected(flavor):
+    lp = flavor.new_event_loop()
+    lp.call_later(3600, print)
+    ref = weakref.ref(lp)
+    del lp
+    _collect_quietly()
+    assert ref() is None
+
+
+def test_unclosed_loop_with_sleeping_task_is_collected(flavor, caplog):
+    # The sleeping task's frame holds its timer handle, the handle holds the
+    # loop: only the garbage collector can free them.
+    lp = flavor.new_event_loop()
+    slept = []
+
+    async def sleeper():
+        slept.append(1)
+        await asyncio.sleep(3600)
+
+    task = lp.create_task(sleeper())
+    run_briefly(lp)
+    assert slept == [1]
+    ref = weakref.ref(lp)
+    del lp, task
+    _collect_quietly()
+    assert ref() is None
+
+
+def test_unclosed_loop_referenced_by_a_held_timer_stays_usable(flavor):
+    lp = flavor.new_event_loop()
+    fired = []
+    held = lp.call_later(3600, fired.append, 1)
+    ref = weakref.ref(lp)
+    del lp
+    _collect_quietly()
+    # The handle still refers to the loop, which must be intact.
+    assert ref() is not None
+    lp = ref()
+    assert not lp.is_closed()
+    lp.call_soon(fired.append, 2)
+    run_briefly(lp)
+    assert fired == [2]
+    held.cancel()
+    lp.close()
+
+
 # --------------------------------------------------------- run_until_complete
 
 

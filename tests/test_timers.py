@@ -459,3 +459,115 @@ def test_cycle_through_timer_pending_at_close_is_collected(loop):
     del owner
     gc.collect()
     assert ref() is None
+
+
+def _context_of(handle):
+    # Handle.get_context() is new in 3.12; _context is the slot behind it.
+    return handle._context
+
+
+def _schedule_in_context_holding(loop, owner, delay):
+    """call_later from a context where `var` refers to `owner`, so the
+    context copied for the timer is part of a cycle through `owner`."""
+
+    def schedule():
+        var.set(owner)
+        return loop.call_later(delay, owner.tick)
+
+    return contextvars.Context().run(schedule)
+
+
+def test_cycle_through_cancelled_timer_context_is_collected(loop):
+    # owner -> handle -> copied context -> var value -> owner. cancel()
+    # clears the callback but not the context, so the cycle survives it.
+    owner = _TimerOwner()
+    owner.handle = _schedule_in_context_holding(loop, owner, 3600)
+    assert _context_of(owner.handle)[var] is owner
+    ref = weakref.ref(owner)
+    owner.handle.cancel()
+    run_briefly(loop)  # the cancelled head timer leaves the heap
+    assert owner.calls == 0
+    del owner
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_fired_timer_context_is_collected(loop):
+    # Only the context outlives the handle: owner -> context -> owner.
+    owner = _TimerOwner()
+    h = _schedule_in_context_holding(loop, owner, 0)
+    owner.ctx = _context_of(h)
+    del h
+    ref = weakref.ref(owner)
+    run_briefly(loop)
+    assert owner.calls == 1
+    assert owner.ctx[var] is owner
+    del owner
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycles_through_many_timer_contexts_are_collected(loop):
+    owners = [_TimerOwner() for _ in range(300)]
+    for i, o in enumerate(owners):
+        h = _schedule_in_context_holding(loop, o, 0 if i % 2 else 3600)
+        o.ctx = _context_of(h)
+        if i % 3 == 0:
+            o.handle = h
+        if i % 6 == 0:
+            h.cancel()
+    refs = [weakref.ref(o) for o in owners]
+    run_briefly(loop, 3)
+    assert sum(o.calls for o in owners) == 150
+    del owners, o, h
+    loop.close()
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+
+
+def test_loop_dropped_unclosed_with_pending_timers(flavor):
+    # A subclass whose __del__ skips close(): the loop's pending timers (and
+    # the contexts copied for them) are released by dropping the loop alone.
+    class Unclosed(flavor.Loop):
+        def __del__(self):
+            pass
+
+    loop = Unclosed()
+    owner = _TimerOwner()
+    kept = _schedule_in_context_holding(loop, owner, 3600)
+    ctx = _context_of(_schedule_in_context_holding(loop, owner, 3600))
+    for i in range(50):
+        _schedule_in_context_holding(loop, _TimerOwner(), i)
+    loop.call_soon(owner.tick)
+    del loop
+    gc.collect()
+    assert _context_of(kept)[var] is owner
+    assert ctx[var] is owner
+    kept.cancel()
+    ref = weakref.ref(owner)
+    del owner, kept, ctx
+    gc.collect()
+    assert ref() is None
+
+
+def test_replacing_a_pending_timers_context(loop):
+    seen = []
+    h = loop.call_later(0, lambda: seen.append(var.get()))
+    new = contextvars.Context()
+    new.run(var.set, "replaced")
+    h._context = new
+    gc.collect()
+    run_briefly(loop)
+    assert seen == ["replaced"]
+    assert _context_of(h) is new
+
+
+def test_deleting_a_pending_timers_context_then_cancelling(loop):
+    h = loop.call_later(3600, print)
+    del h._context
+    gc.collect()
+    with pytest.raises(AttributeError):
+        _context_of(h)
+    h.cancel()
+    run_briefly(loop)
+    assert h.cancelled()

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 
-from ._uvrs import _cancel_handle
+from ._uvrs import _cancel_handle, _retrack_context
+
+# The slot behind asyncio's Handle._context.
+_CONTEXT_SLOT = asyncio.Handle._context
 
 __all__ = ("Handle", "TimerHandle")
 
@@ -34,3 +37,21 @@ class TimerHandle(asyncio.TimerHandle):
 
     def cancel(self):
         _cancel_handle(self)
+
+    # asyncio's own slot, read and written as asyncio does. Replacing or
+    # deleting it first hands the old context back to the GC: while a timer
+    # is pending, the loop keeps the context it copied for it out of the
+    # GC's lists (the native core reports what it refers to instead).
+    @property
+    def _context(self):
+        return _CONTEXT_SLOT.__get__(self, TimerHandle)
+
+    @_context.setter
+    def _context(self, value):
+        _retrack_context(self)
+        _CONTEXT_SLOT.__set__(self, value)
+
+    @_context.deleter
+    def _context(self):
+        _retrack_context(self)
+        _CONTEXT_SLOT.__delete__(self)

@@ -63,7 +63,16 @@ pub unsafe fn slot_set(obj: *mut ffi::PyObject, off: isize, val: *mut ffi::PyObj
 /// Whether the caller holds the only reference to `obj` and no weak reference
 /// to it exists, so that it can be reused in place without anyone noticing.
 pub fn is_unshared(obj: &Bound<'_, PyAny>) -> bool {
-    let p = obj.as_ptr();
+    // SAFETY: a Bound is a live object.
+    unsafe { is_unshared_ptr(obj.as_ptr()) }
+}
+
+/// `is_unshared` for a raw pointer (usable where no `Python` token exists,
+/// such as a GC traversal).
+///
+/// # Safety
+/// `p` must be a live object.
+pub unsafe fn is_unshared_ptr(p: *mut ffi::PyObject) -> bool {
     // SAFETY: p is a live object; ob_type is its live type. A positive
     // tp_weaklistoffset is the offset of the weakref list pointer inside p.
     unsafe {
@@ -73,6 +82,29 @@ pub fn is_unshared(obj: &Bound<'_, PyAny>) -> bool {
         let off = (*ffi::Py_TYPE(p)).tp_weaklistoffset;
         off > 0 && (*((p as *mut u8).offset(off) as *mut *mut ffi::PyObject)).is_null()
     }
+}
+
+/// Hint the CPU to start loading the cache line at `p` (a no-op where the
+/// architecture has no stable prefetch). Never dereferences `p`.
+#[inline(always)]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86_64 baseline; a prefetch of any
+        // address, mapped or not, never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetch the first two cache lines of a Python object (a handle's header
+/// and slots span them).
+#[inline(always)]
+pub fn prefetch_object(p: *mut ffi::PyObject) {
+    prefetch(p as *const u8);
+    prefetch((p as *const u8).wrapping_add(64));
 }
 
 /// Take `obj` out of the cyclic GC's lists (no-op if it is not in them).

@@ -60,6 +60,25 @@ struct Queue {
     timers: TimerHeap<Py<PyAny>>,
 }
 
+impl Drop for Queue {
+    /// A loop dropped without `close()` (a subclass whose `__del__` skips it,
+    /// or a bare `LoopCore`): its pending timers' contexts are untracked, and
+    /// CPython must not free them that way (see `handles::release`). Where
+    /// Python can no longer be entered they are leaked instead.
+    fn drop(&mut self) {
+        if self.ready.is_empty() && self.timers.is_empty() {
+            return;
+        }
+        let mut held = Some((std::mem::take(&mut self.ready), self.timers.drain()));
+        Python::try_attach(|py| {
+            if let Some((ready, timers)) = held.take() {
+                release_all(py, ready.iter().chain(&timers));
+            }
+        });
+        std::mem::forget(held);
+    }
+}
+
 /// The libuv handles of one loop. Dropping them closes them.
 struct UvHandles {
     timer: uv::Timer,
@@ -88,6 +107,9 @@ struct Owners {
     prune_at: usize,
 }
 
+/// The signal wakeup socket and the callable that gets what it reads.
+type WakeupFd = (Py<PyAny>, Option<Py<PyAny>>);
+
 /// Shared state of a loop; libuv callbacks reach it through a `Weak`.
 ///
 /// Locking rule: `q` and `uv_handles` are never held at the same time, and no
@@ -113,6 +135,12 @@ pub(crate) struct State {
     pyself: AtomicPtr<ffi::PyObject>,
     /// fds watched by add_reader / add_writer.
     watchers: FdWatchers,
+    /// The signal wakeup socket and its dispatcher, while it is watched.
+    /// Held here rather than in the poll's callback, so that the loop's GC
+    /// traversal reports them and unwatching releases them at once: a
+    /// closed libuv handle frees its callback only when the loop runs again,
+    /// and a dropped, never-closed loop never does.
+    wakeup: GilCell<Option<WakeupFd>>,
     /// Transports and listeners with a handle on this loop (see `close`).
     owners: parking_lot::Mutex<Owners>,
     clock_resolution: f64,
@@ -194,6 +222,7 @@ impl State {
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             thread_id: AtomicU64::new(0),
+            wakeup: GilCell::new(None),
             pending: GilCell::new(None),
             pyself: AtomicPtr::new(std::ptr::null_mut()),
             watchers: FdWatchers::default(),
@@ -372,10 +401,19 @@ impl State {
     /// handlers (KeyboardInterrupt surfaces here while the loop sleeps), then
     /// hand the signal numbers read to `on_data` (the loop's
     /// `add_signal_handler` dispatch), if any.
-    fn on_wakeup_fd(&self, sock: &Py<PyAny>, on_data: Option<&Py<PyAny>>) {
+    fn on_wakeup_fd(&self) {
         self.gil.ensure();
         // SAFETY: as in on_check.
         let py = unsafe { Python::assume_attached() };
+        let Some((sock, on_data)) = self
+            .wakeup
+            .lock()
+            .as_ref()
+            .map(|(s, d)| (s.clone_ref(py), d.as_ref().map(|d| d.clone_ref(py))))
+        else {
+            return;
+        };
+        let on_data = on_data.as_ref();
         // The socket is non-blocking; a failed read (EAGAIN) is harmless.
         let sock = sock.bind(py);
         let data = if sock.hasattr("recv").unwrap_or(false) {
@@ -477,23 +515,32 @@ impl State {
             f64::NEG_INFINITY
         };
         let mut dropped: Vec<Py<PyAny>> = Vec::new();
+        let mut expired = 0usize;
         let mut batch = {
             let mut q = self.q.lock();
             if q.timers.should_compact() {
                 let gone = q.timers.compact(|h| handles::is_cancelled(t, h.bind(py)));
                 for h in &gone {
                     handles::mark_unscheduled(t, h.bind(py));
+                    handles::release(t, h.bind(py));
                 }
                 dropped.extend(gone);
             }
             while let Some(e) = q.timers.pop_if(|w| w < end) {
+                // The next timer's handle is cold (timers fire in deadline
+                // order, not allocation order): start loading it now.
+                if let Some(n) = q.timers.peek() {
+                    capi::prefetch_object(n.as_ptr());
+                }
                 let h = e.handle.bind(py);
                 handles::mark_unscheduled(t, h);
                 if handles::is_cancelled(t, h) {
                     q.timers.forget_cancelled();
+                    handles::release(t, h);
                     dropped.push(e.handle);
                 } else {
                     q.ready.push_back(e.handle);
+                    expired += 1;
                 }
             }
             let spare = std::mem::take(&mut q.spare);
@@ -502,9 +549,16 @@ impl State {
         drop(dropped);
         let debug = self.is_debug();
         let mut recycled: Vec<(Py<PyAny>, bool)> = Vec::new();
+        // Expired timers are cold in the cache (they run in deadline order,
+        // not the order they were made in); other handles were just queued.
+        let prefetch = expired >= 16;
         while let Some(h) = batch.pop_front() {
+            if prefetch {
+                prefetch_ahead(t, &batch);
+            }
             let hb = h.bind(py);
             if handles::is_cancelled(t, hb) {
+                handles::release(t, hb);
                 continue;
             }
             let res = if debug {
@@ -520,13 +574,17 @@ impl State {
                     q.ready.push_front(x);
                 }
                 drop(q);
+                handles::release(t, hb);
                 drop(h);
                 return Err(e);
             }
             if recycled.len() < 2 * FREE_HANDLES {
-                if let Some(h) = handles::recycle(t, h, py) {
-                    recycled.push(h);
+                match handles::recycle(t, h, py) {
+                    Ok(h) => recycled.push(h),
+                    Err(h) => handles::release(t, h.bind(py)),
                 }
+            } else {
+                handles::release(t, hb);
             }
         }
         let mut q = self.q.lock();
@@ -643,6 +701,7 @@ impl State {
                 }
                 if let Some(e) = q.timers.pop_if(|_| true) {
                     handles::mark_unscheduled(t, e.handle.bind(py));
+                    handles::release(t, e.handle.bind(py));
                     q.timers.forget_cancelled();
                     dropped.push(e.handle);
                 }
@@ -680,10 +739,28 @@ impl State {
     }
 }
 
-/// Timers leaving the heap without running (loop close): back under the GC.
-fn retrack(py: Python<'_>, timers: &[Py<PyAny>]) {
-    for h in timers {
-        capi::gc_track(h.bind(py));
+/// While one handle of a batch runs, start loading the next ones: the
+/// handle after next, and the context of the next (its slot was loaded by
+/// the previous call).
+#[inline(always)]
+fn prefetch_ahead(t: &HandleTypes, batch: &VecDeque<Py<PyAny>>) {
+    if let Some(n) = batch.get(1) {
+        capi::prefetch_object(n.as_ptr());
+    }
+    if let Some(n) = batch.front() {
+        // SAFETY: every queued object is a registered handle instance
+        // (asyncio layout) kept alive by the queue.
+        let ctx = unsafe { capi::slot_get(n.as_ptr(), t.slots.context) };
+        capi::prefetch(ctx as *const u8);
+    }
+}
+
+/// Handles the loop drops without running them (loop close): what anyone
+/// else still holds goes back under the GC (`handles::release`).
+fn release_all<'a>(py: Python<'_>, hs: impl IntoIterator<Item = &'a Py<PyAny>>) {
+    let Ok(t) = handles::types() else { return };
+    for h in hs {
+        handles::release(t, h.bind(py));
     }
 }
 
@@ -780,10 +857,15 @@ impl LoopCore {
             stb.as_ref(),
         )?;
         // A pending timer is kept alive by the heap (which the loop's GC
-        // traversal reports), so the cyclic GC need not walk it: with many
-        // timers pending, that walk dominated their cost. It is tracked again
-        // when it leaves the heap (handles::mark_unscheduled, retrack).
+        // traversal reports), so the cyclic GC need not walk it or the
+        // context copied for it: with many timers pending, that walk
+        // dominated their cost. They stay untracked until the loop lets go
+        // of them; then whatever anyone else holds is tracked again
+        // (handles::release). A recycled handle is untracked already.
         capi::gc_untrack(&h);
+        if handles::types()?.context_fields.is_some() && context.is_none_or(|c| c.is_none()) {
+            capi::gc_untrack(&ctx);
+        }
         st.q.lock().timers.push(when, h.clone().unbind());
         if !st.on_loop_thread() && st.running.load(Ordering::Relaxed) {
             st.wake();
@@ -840,6 +922,21 @@ impl LoopCore {
     }
 
     /// Called by `TimerHandle.cancel()` before it marks itself cancelled.
+    /// Called before each garbage collection (`uvrs._loop`'s gc hook): for
+    /// a loop that is not running, put the pending timers someone else holds
+    /// back under the GC (`handles::track_if_shared`).
+    fn _gc_track_shared(&self, py: Python<'_>) {
+        if self.st.running.load(Ordering::Relaxed) {
+            return;
+        }
+        let (Some(q), Ok(t)) = (self.st.q.try_lock(), handles::types()) else {
+            return;
+        };
+        for h in q.ready.iter().chain(q.timers.iter()) {
+            handles::track_if_shared(t, h.bind(py));
+        }
+    }
+
     fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let scheduled = handle
             .getattr(pyo3::intern!(handle.py(), "_scheduled"))?
@@ -1013,7 +1110,7 @@ impl LoopCore {
             free.append(&mut q.free_timers);
             (std::mem::take(&mut q.ready), q.timers.drain(), free)
         };
-        retrack(py, &timers);
+        release_all(py, ready.iter().chain(&timers));
         drop((ready, timers, free));
         st.watchers.clear(py);
         let spare = st.spare_bytes.lock().take();
@@ -1114,14 +1211,12 @@ impl LoopCore {
         };
         self.st.evict_parked(fd);
         let w = Arc::downgrade(&self.st);
-        let s = sock.clone().unbind();
-        let on_data = on_data.map(Bound::unbind);
         let poll = uv::Poll::new(
             &self.st.uv,
             fd as uv::poll::OsSock,
             Box::new(move |_status, _events| {
                 if let Some(st) = w.upgrade() {
-                    st.on_wakeup_fd(&s, on_data.as_ref());
+                    st.on_wakeup_fd();
                 }
             }),
         )
@@ -1135,6 +1230,12 @@ impl LoopCore {
         };
         drop(hs);
         drop(old);
+        let old = self
+            .st
+            .wakeup
+            .lock()
+            .replace((sock.clone().unbind(), on_data.map(Bound::unbind)));
+        drop(old);
         Ok(())
     }
 
@@ -1146,6 +1247,8 @@ impl LoopCore {
             .as_mut()
             .and_then(|h| h.wakeup_fd.take());
         drop(old);
+        let held = self.st.wakeup.lock().take();
+        drop(held);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -1159,17 +1262,21 @@ impl LoopCore {
                 visit.call(f)?;
             }
         }
-        if let Some(q) = self.st.q.try_lock() {
-            for h in q.ready.iter() {
-                visit.call(h)?;
+        if let Some(w) = self.st.wakeup.try_lock() {
+            if let Some((sock, on_data)) = w.as_ref() {
+                visit.call(sock)?;
+                visit.call(on_data)?;
             }
+        }
+        if let (Some(q), Ok(t)) = (self.st.q.try_lock(), handles::types()) {
             for h in q
-                .timers
+                .ready
                 .iter()
+                .chain(q.timers.iter())
                 .chain(q.free.iter())
                 .chain(q.free_timers.iter())
             {
-                visit.call(h)?;
+                handles::traverse_owned(t, h, &visit)?;
             }
         }
         let mut res = Ok(());
@@ -1186,13 +1293,15 @@ impl LoopCore {
         let kw = self.loop_kwargs.lock().take();
         drop(kw);
         let f = self.task_factory.lock().take();
+        let w = self.st.wakeup.lock().take();
+        drop(w);
         let (ready, timers, free) = {
             let mut q = self.st.q.lock();
             let mut free = std::mem::take(&mut q.free);
             free.append(&mut q.free_timers);
             (std::mem::take(&mut q.ready), q.timers.drain(), free)
         };
-        Python::attach(|py| retrack(py, &timers));
+        Python::attach(|py| release_all(py, ready.iter().chain(&timers)));
         drop((f, ready, timers, free));
     }
 }

@@ -9,6 +9,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::capi;
 
@@ -30,6 +31,41 @@ pub struct HandleTypes {
     pub handle: Py<PyType>,
     pub timer: Py<PyType>,
     pub slots: Slots,
+    /// Offsets of a `contextvars.Context`'s two object fields (`ctx_prev`,
+    /// `ctx_vars`), where the running CPython has the layout this was
+    /// written against (checked by `probe_context_layout`). Only then are
+    /// the contexts copied for pending timers kept out of the GC's lists:
+    /// the loop must be able to report what they refer to.
+    pub context_fields: Option<[usize; 2]>,
+}
+
+/// Where a `Context`'s `ctx_prev` and `ctx_vars` are, if the layout is the
+/// one CPython 3.10-3.14 have (`PyObject_HEAD`, then those two pointers):
+/// a fresh context has no `ctx_prev` and its `ctx_vars` is a `hamt`.
+fn probe_context_layout(py: Python<'_>) -> Option<[usize; 2]> {
+    let ctx = py
+        .import("contextvars")
+        .ok()?
+        .getattr("Context")
+        .ok()?
+        .call0()
+        .ok()?;
+    let head = std::mem::size_of::<ffi::PyObject>();
+    let fields = [head, head + std::mem::size_of::<*mut ffi::PyObject>()];
+    // SAFETY: a Context is at least PyObject_HEAD plus three pointers on
+    // every CPython this builds for; the two words read are inside it, and
+    // the second is dereferenced only after the first matched (null) and
+    // it is non-null.
+    unsafe {
+        let p = ctx.as_ptr() as *const u8;
+        let prev = *(p.add(fields[0]) as *const *mut ffi::PyObject);
+        let vars = *(p.add(fields[1]) as *const *mut ffi::PyObject);
+        if !prev.is_null() || vars.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*ffi::Py_TYPE(vars)).tp_name);
+        (name.to_bytes() == b"hamt").then_some(fields)
+    }
 }
 
 static TYPES: OnceLock<HandleTypes> = OnceLock::new();
@@ -72,6 +108,7 @@ pub fn _set_handle_types(handle: &Bound<'_, PyType>, timer: &Bound<'_, PyType>) 
         handle: handle.clone().unbind(),
         timer: timer.clone().unbind(),
         slots,
+        context_fields: probe_context_layout(py),
     });
     Ok(())
 }
@@ -133,12 +170,21 @@ pub fn new_handle<'py>(
 /// After a handle ran: if the loop held its only reference, drop what it
 /// refers to and return it for reuse (a free list, as uvloop's Cython handles
 /// have). A handle anyone else can still see is never recycled.
-pub fn recycle(t: &HandleTypes, handle: Py<PyAny>, py: Python<'_>) -> Option<(Py<PyAny>, bool)> {
+/// A handle that cannot be recycled comes back as `Err`.
+pub fn recycle(
+    t: &HandleTypes,
+    handle: Py<PyAny>,
+    py: Python<'_>,
+) -> Result<(Py<PyAny>, bool), Py<PyAny>> {
     let b = handle.bind(py);
     let ty = b.get_type();
     let is_timer = ty.is(t.timer.bind(py));
     if !(is_timer || ty.is(t.handle.bind(py))) || !capi::is_unshared(b) {
-        return None;
+        return Err(handle);
+    }
+    if is_timer {
+        // Its context may outlive it (someone took `get_context()`).
+        release(t, b);
     }
     let none = py.None();
     // SAFETY: b is an instance of a registered handle class (asyncio layout)
@@ -149,7 +195,7 @@ pub fn recycle(t: &HandleTypes, handle: Py<PyAny>, py: Python<'_>) -> Option<(Py
         capi::slot_set(b.as_ptr(), t.slots.args, none.as_ptr());
         capi::slot_set(b.as_ptr(), t.slots.context, none.as_ptr());
     }
-    Some((handle, is_timer))
+    Ok((handle, is_timer))
 }
 
 /// A new `uvrs.TimerHandle` due at `when` (the object stored as `_when`).
@@ -190,13 +236,106 @@ pub fn is_cancelled(t: &HandleTypes, handle: &Bound<'_, PyAny>) -> bool {
     unsafe { capi::slot_get(handle.as_ptr(), t.slots.cancelled) == ffi::Py_True() }
 }
 
-/// Set `timer._scheduled = False`: the timer left the heap. It goes back
-/// under the cyclic GC's watch (see `core.rs`: pending timers are untracked).
+/// Set `timer._scheduled = False`: the timer left the heap. It stays out of
+/// the cyclic GC's lists until the loop lets go of it (`release`).
 #[inline]
 pub fn mark_unscheduled(t: &HandleTypes, timer: &Bound<'_, PyAny>) {
     // SAFETY: timer is a registered TimerHandle instance.
     unsafe { capi::slot_set(timer.as_ptr(), t.slots.scheduled, ffi::Py_False()) }
-    capi::gc_track(timer);
+}
+
+/// The loop lets go of a handle (it ran, was cancelled, or the loop closed).
+///
+/// A timer handle, and the context the loop copied for it, are kept out of
+/// the cyclic GC's lists while the loop holds them (see
+/// `LoopCore::schedule_timer`): the GC would walk every pending timer on each
+/// collection, and tracking them back on the way out cost a write to two
+/// cold neighbours per timer. The loop's own GC traversal reports what they
+/// refer to (`traverse_owned`). Whatever anyone else can still see goes back
+/// under the GC here, so cycles through it are collected as usual. Handles
+/// the GC tracks already (`call_soon`'s) are left as they are.
+pub fn release(t: &HandleTypes, handle: &Bound<'_, PyAny>) {
+    retrack(t, handle, true);
+}
+
+/// Before a collection, for a loop that is not running: pending timers that
+/// someone else now holds (the handle, or its context) go back under the GC,
+/// so that a loop dropped without `close()` is still collected when those
+/// holders are garbage too.
+pub fn track_if_shared(t: &HandleTypes, handle: &Bound<'_, PyAny>) {
+    retrack(t, handle, false);
+}
+
+fn retrack(t: &HandleTypes, handle: &Bound<'_, PyAny>, leaving: bool) {
+    let p = handle.as_ptr();
+    // SAFETY: handle is a live object; a registered handle type is a GC type.
+    if unsafe { ffi::PyObject_GC_IsTracked(p) } != 0 {
+        return;
+    }
+    let shared = !capi::is_unshared(handle);
+    if shared {
+        capi::gc_track(handle);
+    }
+    // SAFETY: an untracked handle here is a registered TimerHandle the loop
+    // untracked; a non-null context slot holds a live object it owns.
+    unsafe {
+        let ctx = capi::slot_get(p, t.slots.context);
+        // Leaving, the context goes back in any case: CPython's context
+        // dealloc unlinks it from the GC's lists without checking that it is
+        // in them.
+        if !ctx.is_null() && (leaving || shared || ffi::Py_REFCNT(ctx) > 1) {
+            capi::gc_track(&Borrowed::from_ptr(handle.py(), ctx));
+        }
+    }
+}
+
+/// Report one handle the loop holds to the GC (the loop's `__traverse__`).
+///
+/// A handle the GC tracks is reported as itself. An untracked one that only
+/// the loop holds is part of the loop as far as the GC can tell, so what it
+/// refers to is reported instead, and likewise for its context when the
+/// handle is the context's only holder. Anything shared is reported as
+/// itself (an untracked object reported is simply not followed), never
+/// looked through: that could hide a path to an object from elsewhere.
+pub fn traverse_owned(
+    t: &HandleTypes,
+    handle: &Py<PyAny>,
+    visit: &PyVisit<'_>,
+) -> Result<(), PyTraverseError> {
+    let p = handle.as_ptr();
+    // SAFETY: handle is a live handle instance the loop holds (asyncio
+    // layout), so the slot offsets are inside it; `Option<Py<PyAny>>` has
+    // the layout of a nullable object pointer, so a slot read through it is
+    // a borrowed view that is never dropped. No reference count changes.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(p) != 0 || !capi::is_unshared_ptr(p) {
+            return visit.call(handle);
+        }
+        let field = |obj: *mut ffi::PyObject, off: usize| {
+            &*((obj as *const u8).add(off) as *const Option<Py<PyAny>>)
+        };
+        let s = &t.slots;
+        for off in [s.callback, s.args, s.loop_, s.source_traceback, s.repr] {
+            visit.call(field(p, off as usize))?;
+        }
+        if ffi::PyObject_TypeCheck(p, t.timer.as_ptr() as *mut ffi::PyTypeObject) != 0 {
+            visit.call(field(p, s.when as usize))?;
+        }
+        let ctx = capi::slot_get(p, s.context);
+        match t.context_fields {
+            Some(fs)
+                if !ctx.is_null()
+                    && ffi::PyObject_GC_IsTracked(ctx) == 0
+                    && ffi::Py_REFCNT(ctx) == 1 =>
+            {
+                for off in fs {
+                    visit.call(field(ctx, off))?;
+                }
+                Ok(())
+            }
+            _ => visit.call(field(p, s.context as usize)),
+        }
+    }
 }
 
 /// Run a handle's callback in its context: `handle._context.run(cb, *args)`.
@@ -305,6 +444,29 @@ pub fn _cancel_handle(handle: &Bound<'_, PyAny>) -> PyResult<()> {
     unsafe {
         capi::slot_set(p, t.slots.callback, none.as_ptr());
         capi::slot_set(p, t.slots.args, none.as_ptr());
+    }
+    Ok(())
+}
+
+/// Before Python code replaces or deletes a uvrs `TimerHandle`'s `_context`
+/// (its `_context` property): the old context may be one the loop keeps
+/// out of the GC's lists, and CPython must not free a context that way.
+#[pyfunction]
+pub fn _retrack_context(handle: &Bound<'_, PyAny>) -> PyResult<()> {
+    let t = types()?;
+    if !handle.get_type().is_subclass(t.timer.bind(handle.py()))? {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "expected a uvrs TimerHandle",
+        ));
+    }
+    // SAFETY: handle is an instance of the registered TimerHandle class
+    // (checked above), so it has asyncio's slots at the recorded offsets; a
+    // non-null slot holds a live object the handle owns.
+    unsafe {
+        let ctx = capi::slot_get(handle.as_ptr(), t.slots.context);
+        if !ctx.is_null() {
+            capi::gc_track(&Borrowed::from_ptr(handle.py(), ctx));
+        }
     }
     Ok(())
 }

@@ -122,6 +122,10 @@ impl<T> TimerHeap<T> {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// One popped entry was a cancelled one (keeps the count honest).
     pub fn forget_cancelled(&mut self) {
         self.cancelled = self.cancelled.saturating_sub(1);
