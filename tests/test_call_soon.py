@@ -430,3 +430,30 @@ def test_scheduling_methods_reject_bad_forms_with_cpythons_messages(loop, meth):
     run_briefly(loop)
     run_briefly(loop)
     assert out == [1]
+
+
+@pytest.mark.parametrize("meth", sorted(_SCHEDULERS))
+def test_scheduling_methods_take_context_under_an_equal_name(loop, meth):
+    # asyncio's C Task passes context= under a "context" string of its own;
+    # any str equal to "context" names the parameter.
+    names = _SCHEDULERS[meth]
+    var = contextvars.ContextVar("scheduling_var")
+    ctx = contextvars.Context()
+    ctx.run(var.set, "in-ctx")
+    out = []
+    f = getattr(loop, meth)
+    vals = _lead_values(loop, names, lambda: out.append(var.get("unset")))
+    for _ in range(3):
+        name = "".join(["con", "text"])
+        assert name == "context"
+        f(*vals, **{name: ctx})
+        f(*vals, **{name: None})
+    f(*vals, context=ctx)
+    run_briefly(loop)
+    run_briefly(loop)
+    assert sorted(out) == ["in-ctx"] * 4 + ["unset"] * 3
+    missing = (f"missing 1 required positional argument: '{names[0]}'" if len(names) == 1
+               else f"missing 2 required positional arguments: '{names[0]}' and '{names[1]}'")
+    with pytest.raises(TypeError) as ei:
+        f(**{"".join(["con", "text"]): ctx})
+    assert str(ei.value).endswith(f"{meth}() {missing}"), str(ei.value)

@@ -746,6 +746,12 @@ pub unsafe fn schedule_call(
         let rest = unsafe { tuple_of(py, &all[npos..nargs])? };
         let context = if nkw == 0 {
             None
+        } else if nkw == 1
+            // SAFETY: kwnames is a tuple of nkw str (the calling convention).
+            && is_context_kwname(py, unsafe { ffi::PyTuple_GET_ITEM(kwnames, 0) })
+        {
+            // `f(..., context=ctx)`: asyncio's own calls (a task's step).
+            Some(arg(all[nargs])).filter(|c| !c.is_none())
         } else {
             // SAFETY: kwnames is a tuple of str (the calling convention).
             let kwnames = unsafe { arg(kwnames).cast_into_unchecked::<PyTuple>() };
@@ -766,6 +772,20 @@ pub unsafe fn schedule_call(
     into_return(py, parsed.and_then(|a| guarded(|| body(&slf, a))))
 }
 
+/// A `"context"` string other than the interned one that was seen as a
+/// keyword name, kept (with a reference, so its address stays its own) to
+/// be recognised by identity: asyncio's C `Task` passes `context=` under a
+/// string of its own on every step.
+static CONTEXT_KWNAME: std::sync::atomic::AtomicPtr<ffi::PyObject> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether `key` is known to be the keyword name `"context"` by identity.
+#[inline]
+fn is_context_kwname(py: Python<'_>, key: *mut ffi::PyObject) -> bool {
+    key == pyo3::intern!(py, "context").as_ptr()
+        || key == CONTEXT_KWNAME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The keyword arguments of a scheduling call: each fills `context` or the
 /// leading parameter of its name, as CPython binds them; returns `context`
 /// (None when absent or None, the Python signature's default).
@@ -781,6 +801,7 @@ fn bind_keywords<'py>(
     let mut context = None;
     for (key, value) in kwnames.iter().zip(values) {
         let slot = if key.is(context_name) || key.eq(context_name)? {
+            remember_context_kwname(&key);
             Some(&mut context)
         } else {
             let k = key.cast::<pyo3::types::PyString>()?.to_str()?;
@@ -801,6 +822,29 @@ fn bind_keywords<'py>(
         }
     }
     Ok(context.filter(|c| !c.is_none()))
+}
+
+/// Keep the first non-interned exact `str` "context" seen (see
+/// `CONTEXT_KWNAME`); the reference taken is never released.
+fn remember_context_kwname(key: &Bound<'_, PyAny>) {
+    use std::sync::atomic::Ordering;
+    let p = key.as_ptr();
+    // SAFETY: p is a live object; PyUnicode_CheckExact only reads its type.
+    if unsafe { ffi::PyUnicode_CheckExact(p) } == 0
+        || is_context_kwname(key.py(), p)
+        || !CONTEXT_KWNAME.load(Ordering::Relaxed).is_null()
+    {
+        return;
+    }
+    // SAFETY: the reference stored is a new one, owned by the static.
+    unsafe { ffi::Py_INCREF(p) };
+    if CONTEXT_KWNAME
+        .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        // SAFETY: undo the reference taken just above.
+        unsafe { ffi::Py_DECREF(p) };
+    }
 }
 
 /// CPython's TypeError for the leading parameters `lead` leaves unset.
