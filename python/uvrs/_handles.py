@@ -16,7 +16,7 @@ import asyncio
 from ._uvrs import _cancel_handle, _retrack_context
 
 # The slot behind asyncio's Handle._context.
-_CONTEXT_SLOT = asyncio.Handle._context
+_CONTEXT_SLOT = vars(asyncio.Handle)["_context"]
 
 __all__ = ("Handle", "TimerHandle")
 

@@ -21,7 +21,7 @@ import time
 import traceback
 import warnings
 import weakref
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 try:
     import ssl as _ssl
@@ -99,7 +99,7 @@ class LoopMetrics(NamedTuple):
 
 
 # Loops whose pending timers the gc hook looks at (see _gc_hook).
-_live_loops = weakref.WeakSet()
+_live_loops: weakref.WeakSet[Any] = weakref.WeakSet()
 _gc_starts = 0
 
 
