@@ -60,6 +60,19 @@ struct Queue {
     timers: TimerHeap<Py<PyAny>>,
 }
 
+/// What `Queue::take_all` takes: ready handles, timers, free handles.
+type Taken = (VecDeque<Py<PyAny>>, Vec<Py<PyAny>>, Vec<Py<PyAny>>);
+
+impl Queue {
+    /// Everything queued, pending and kept for reuse, taken out (loop close,
+    /// GC clear): the ready handles, the timers, the free lists.
+    fn take_all(&mut self) -> Taken {
+        let mut free = std::mem::take(&mut self.free);
+        free.append(&mut self.free_timers);
+        (std::mem::take(&mut self.ready), self.timers.drain(), free)
+    }
+}
+
 impl Drop for Queue {
     /// A loop dropped without `close()` (a subclass whose `__del__` skips it,
     /// or a bare `LoopCore`): its pending timers' contexts are untracked, and
@@ -69,10 +82,11 @@ impl Drop for Queue {
         if self.ready.is_empty() && self.timers.is_empty() {
             return;
         }
-        let mut held = Some((std::mem::take(&mut self.ready), self.timers.drain()));
+        let mut held = Some(self.take_all());
         Python::try_attach(|py| {
-            if let Some((ready, timers)) = held.take() {
+            if let Some((ready, timers, free)) = held.take() {
                 release_all(py, ready.iter().chain(&timers));
+                drop(free);
             }
         });
         std::mem::forget(held);
@@ -566,6 +580,7 @@ impl State {
             } else {
                 self.run_handle(py, t, hb)
             };
+            handles::release(t, hb);
             if let Err(e) = res {
                 // Leave the rest of this batch queued, in order, as asyncio does
                 // when an exception escapes _run_once.
@@ -574,17 +589,13 @@ impl State {
                     q.ready.push_front(x);
                 }
                 drop(q);
-                handles::release(t, hb);
                 drop(h);
                 return Err(e);
             }
             if recycled.len() < 2 * FREE_HANDLES {
-                match handles::recycle(t, h, py) {
-                    Ok(h) => recycled.push(h),
-                    Err(h) => handles::release(t, h.bind(py)),
+                if let Some(h) = handles::recycle(t, h, py) {
+                    recycled.push(h);
                 }
-            } else {
-                handles::release(t, hb);
             }
         }
         let mut q = self.q.lock();
@@ -921,7 +932,6 @@ impl LoopCore {
         (idle, m.loop_count, m.events, m.events_waiting)
     }
 
-    /// Called by `TimerHandle.cancel()` before it marks itself cancelled.
     /// Called before each garbage collection (`uvrs._loop`'s gc hook): for
     /// a loop that is not running, put the pending timers someone else holds
     /// back under the GC (`handles::track_if_shared`).
@@ -937,6 +947,7 @@ impl LoopCore {
         }
     }
 
+    /// Called by `TimerHandle.cancel()` before it marks itself cancelled.
     fn _timer_handle_cancelled(&self, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let scheduled = handle
             .getattr(pyo3::intern!(handle.py(), "_scheduled"))?
@@ -1104,12 +1115,7 @@ impl LoopCore {
         if st.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let (ready, timers, free) = {
-            let mut q = st.q.lock();
-            let mut free = std::mem::take(&mut q.free);
-            free.append(&mut q.free_timers);
-            (std::mem::take(&mut q.ready), q.timers.drain(), free)
-        };
+        let (ready, timers, free) = st.q.lock().take_all();
         release_all(py, ready.iter().chain(&timers));
         drop((ready, timers, free));
         st.watchers.clear(py);
@@ -1295,12 +1301,7 @@ impl LoopCore {
         let f = self.task_factory.lock().take();
         let w = self.st.wakeup.lock().take();
         drop(w);
-        let (ready, timers, free) = {
-            let mut q = self.st.q.lock();
-            let mut free = std::mem::take(&mut q.free);
-            free.append(&mut q.free_timers);
-            (std::mem::take(&mut q.ready), q.timers.drain(), free)
-        };
+        let (ready, timers, free) = self.st.q.lock().take_all();
         Python::attach(|py| release_all(py, ready.iter().chain(&timers)));
         drop((f, ready, timers, free));
     }

@@ -170,21 +170,13 @@ pub fn new_handle<'py>(
 /// After a handle ran: if the loop held its only reference, drop what it
 /// refers to and return it for reuse (a free list, as uvloop's Cython handles
 /// have). A handle anyone else can still see is never recycled.
-/// A handle that cannot be recycled comes back as `Err`.
-pub fn recycle(
-    t: &HandleTypes,
-    handle: Py<PyAny>,
-    py: Python<'_>,
-) -> Result<(Py<PyAny>, bool), Py<PyAny>> {
+/// The caller has `release`d it already.
+pub fn recycle(t: &HandleTypes, handle: Py<PyAny>, py: Python<'_>) -> Option<(Py<PyAny>, bool)> {
     let b = handle.bind(py);
     let ty = b.get_type();
     let is_timer = ty.is(t.timer.bind(py));
     if !(is_timer || ty.is(t.handle.bind(py))) || !capi::is_unshared(b) {
-        return Err(handle);
-    }
-    if is_timer {
-        // Its context may outlive it (someone took `get_context()`).
-        release(t, b);
+        return None;
     }
     let none = py.None();
     // SAFETY: b is an instance of a registered handle class (asyncio layout)
@@ -195,7 +187,7 @@ pub fn recycle(
         capi::slot_set(b.as_ptr(), t.slots.args, none.as_ptr());
         capi::slot_set(b.as_ptr(), t.slots.context, none.as_ptr());
     }
-    Ok((handle, is_timer))
+    Some((handle, is_timer))
 }
 
 /// A new `uvrs.TimerHandle` due at `when` (the object stored as `_when`).
@@ -254,8 +246,12 @@ pub fn mark_unscheduled(t: &HandleTypes, timer: &Bound<'_, PyAny>) {
 /// refer to (`traverse_owned`). Whatever anyone else can still see goes back
 /// under the GC here, so cycles through it are collected as usual. Handles
 /// the GC tracks already (`call_soon`'s) are left as they are.
+#[inline]
 pub fn release(t: &HandleTypes, handle: &Bound<'_, PyAny>) {
-    retrack(t, handle, true);
+    // Only timer handles are ever untracked: the others cost one compare.
+    if handle.get_type_ptr() == t.timer.as_ptr() as *mut ffi::PyTypeObject {
+        retrack(t, handle, true);
+    }
 }
 
 /// Before a collection, for a loop that is not running: pending timers that
@@ -276,15 +272,28 @@ fn retrack(t: &HandleTypes, handle: &Bound<'_, PyAny>, leaving: bool) {
     if shared {
         capi::gc_track(handle);
     }
-    // SAFETY: an untracked handle here is a registered TimerHandle the loop
-    // untracked; a non-null context slot holds a live object it owns.
+    // Leaving, the context goes back in any case: CPython's context dealloc
+    // unlinks it from the GC's lists without checking that it is in them.
+    let ctx_shared = || {
+        // SAFETY: an untracked handle here is a registered TimerHandle the
+        // loop untracked; a non-null context slot holds a live object.
+        let ctx = unsafe { capi::slot_get(p, t.slots.context) };
+        // SAFETY: checked non-null just before; live as above.
+        !ctx.is_null() && unsafe { ffi::Py_REFCNT(ctx) } > 1
+    };
+    if leaving || shared || ctx_shared() {
+        track_context(t, handle);
+    }
+}
+
+/// Put a timer handle's context (if any) under the GC.
+fn track_context(t: &HandleTypes, timer: &Bound<'_, PyAny>) {
+    // SAFETY: timer is a registered TimerHandle instance (callers check or
+    // know it); a non-null context slot holds a live object it owns.
     unsafe {
-        let ctx = capi::slot_get(p, t.slots.context);
-        // Leaving, the context goes back in any case: CPython's context
-        // dealloc unlinks it from the GC's lists without checking that it is
-        // in them.
-        if !ctx.is_null() && (leaving || shared || ffi::Py_REFCNT(ctx) > 1) {
-            capi::gc_track(&Borrowed::from_ptr(handle.py(), ctx));
+        let ctx = capi::slot_get(timer.as_ptr(), t.slots.context);
+        if !ctx.is_null() {
+            capi::gc_track(&Borrowed::from_ptr(timer.py(), ctx));
         }
     }
 }
@@ -459,15 +468,7 @@ pub fn _retrack_context(handle: &Bound<'_, PyAny>) -> PyResult<()> {
             "expected a uvrs TimerHandle",
         ));
     }
-    // SAFETY: handle is an instance of the registered TimerHandle class
-    // (checked above), so it has asyncio's slots at the recorded offsets; a
-    // non-null slot holds a live object the handle owns.
-    unsafe {
-        let ctx = capi::slot_get(handle.as_ptr(), t.slots.context);
-        if !ctx.is_null() {
-            capi::gc_track(&Borrowed::from_ptr(handle.py(), ctx));
-        }
-    }
+    track_context(t, handle);
     Ok(())
 }
 
